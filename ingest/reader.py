@@ -1,0 +1,163 @@
+"""PDF bytes → raw pages (1-based index, printed label, text) with pypdf.
+
+Every way a file can be unusable becomes one ``ReadError`` with a one-line reason that a
+member of staff can act on.  Single pages that fail to parse are skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from kb.records import Page
+
+logging.getLogger("pypdf").setLevel(logging.ERROR)
+
+
+class ReadError(Exception):
+    """A file that cannot be ingested; ``str(error)`` is the one-line reason."""
+
+
+@dataclass
+class PdfContent:
+    """Everything the reader extracts from one PDF."""
+
+    pages: list[Page]
+    info: dict[str, str] = field(default_factory=dict)  # title, author, year from the PDF itself
+    warnings: list[str] = field(default_factory=list)
+    page_count: int = 0
+
+
+def sniff_format(data: bytes) -> str:
+    """Name what a file really is, judging by its content rather than its name."""
+    head = data[:1024].lstrip()
+    if not data:
+        return "empty"
+    if b"%PDF-" in data[:1024]:
+        return "pdf"
+    lowered = head[:512].lower()
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if lowered.startswith((b"<!doctype html", b"<html")) or b"<html" in lowered:
+        return "html"
+    if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8\xff"):
+        return "image"
+    return "unknown"
+
+
+def check_is_pdf(data: bytes) -> None:
+    """Raise ``ReadError`` unless ``data`` looks like a PDF."""
+    kind = sniff_format(data)
+    if kind == "empty":
+        raise ReadError("empty file (0 bytes)")
+    if kind != "pdf":
+        described = {"zip": "a ZIP archive", "html": "an HTML page", "image": "an image"}
+        raise ReadError(f"not a PDF: the content is {described.get(kind, 'not PDF data')}")
+
+
+def _year_from_pdf_date(value: str) -> str:
+    digits = value[2:6] if value.startswith("D:") else value[:4]
+    return digits if digits.isdigit() and 1900 < int(digits) <= datetime.now().year + 1 else ""
+
+
+def _document_info(reader) -> dict[str, str]:
+    try:
+        meta = reader.metadata or {}
+    except Exception:  # broken info dictionaries are common and never fatal
+        return {}
+    info = {}
+    for key, name in (("/Title", "title"), ("/Author", "author"), ("/Subject", "subject")):
+        try:
+            value = meta.get(key)
+        except Exception:
+            value = None
+        if value and str(value).strip():
+            info[name] = " ".join(str(value).split())
+    for key in ("/CreationDate", "/ModDate"):
+        try:
+            year = _year_from_pdf_date(str(meta.get(key) or ""))
+        except Exception:
+            year = ""
+        if year:
+            info["year"] = year
+            break
+    return info
+
+
+def _page_labels(reader, count: int) -> list[str]:
+    try:
+        labels = list(reader.page_labels)
+        if len(labels) == count:
+            return [str(label) for label in labels]
+    except Exception:
+        pass
+    return [str(i + 1) for i in range(count)]
+
+
+def read_pdf(data: bytes, *, max_pages: int = 5000, min_chars_per_page: int = 25) -> PdfContent:
+    """Extract the text of every page of a PDF given as bytes.
+
+    Raises ``ReadError`` for empty files, non-PDF content, corrupt or truncated files,
+    encrypted files (after trying the empty password), files claiming more than
+    ``max_pages`` pages, and files with no extractable text (image-only: needs OCR).
+    """
+    from pypdf import PdfReader
+    from pypdf.errors import FileNotDecryptedError, PdfReadError
+
+    check_is_pdf(data)
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+    except Exception as error:  # pypdf raises many types for broken files
+        raise ReadError(f"corrupt or truncated PDF ({_short(error)})") from None
+
+    if reader.is_encrypted:
+        try:
+            reader.decrypt("")
+            reader.pages[0]  # decrypt("") may "succeed" without granting access
+        except (FileNotDecryptedError, PdfReadError, Exception):
+            raise ReadError("encrypted PDF: a password is required to open it") from None
+        if not _can_read(reader):
+            raise ReadError("encrypted PDF: a password is required to open it")
+
+    try:
+        count = len(reader.pages)
+    except Exception as error:
+        raise ReadError(f"corrupt or truncated PDF ({_short(error)})") from None
+    if count == 0:
+        raise ReadError("corrupt or truncated PDF (no pages found)")
+    if count > max_pages:
+        raise ReadError(f"refused: the file claims {count:,} pages (limit {max_pages:,})")
+
+    labels = _page_labels(reader, count)
+    pages: list[Page] = []
+    warnings: list[str] = []
+    failed_pages = 0
+    for index in range(count):
+        try:
+            text = reader.pages[index].extract_text() or ""
+        except Exception as error:
+            failed_pages += 1
+            warnings.append(f"page {index + 1} could not be parsed ({_short(error)}); skipped")
+            text = ""
+        pages.append(Page(index=index + 1, label=labels[index], text=text))
+
+    if failed_pages == count:
+        raise ReadError("corrupt PDF: no page could be parsed")
+    if all(len(page.text.strip()) < min_chars_per_page for page in pages):
+        raise ReadError("no extractable text (image-only or scanned PDF: needs OCR)")
+    return PdfContent(pages=pages, info=_document_info(reader), warnings=warnings, page_count=count)
+
+
+def _can_read(reader) -> bool:
+    try:
+        reader.pages[0].extract_text()
+        return True
+    except Exception:
+        return False
+
+
+def _short(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:160]

@@ -1,0 +1,158 @@
+"""Run extraction in a separate process with a time and memory bound.
+
+One hostile file (a decompression bomb, a cyclic object graph, a page that never ends)
+can then neither hang nor exhaust the machine: the worker is killed and restarted, the
+file is reported with a clear reason, and ingestion goes on.  The worker also lets the
+main process embed one document while the next one is being read (two cores, both busy).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import resource
+import select
+import struct
+import subprocess
+import sys
+import time
+from typing import BinaryIO
+
+from ingest.extract import ExtractOptions, Extracted, extract_document
+from ingest.reader import ReadError
+
+_HEADER = struct.Struct("!Q")
+
+
+def _write_message(stream: BinaryIO, value) -> None:
+    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        block = stream.read(size - len(data))
+        if not block:
+            raise EOFError("the other side closed the pipe")
+        data.extend(block)
+    return bytes(data)
+
+
+def _read_message(stream: BinaryIO):
+    (size,) = _HEADER.unpack(_read_exactly(stream, _HEADER.size))
+    return pickle.loads(_read_exactly(stream, size))
+
+
+def _limit_memory(memory_mb: int) -> None:
+    if memory_mb > 0:
+        limit = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _extract_one(job) -> tuple[str, object]:
+    data, doc_id, options, memory_mb = job
+    try:
+        return "ok", extract_document(data, doc_id, options)
+    except ReadError as error:
+        return "error", str(error)
+    except MemoryError:
+        return "error", f"needs more memory than allowed ({memory_mb} MB) to read: refused"
+    except RecursionError:
+        return "error", "corrupt PDF: objects nested too deeply to read"
+    except Exception as error:  # any other parser failure is a property of the file
+        return "error", f"could not be read ({type(error).__name__}: {' '.join(str(error).split())[:120]})"
+
+
+def serve(memory_mb: int) -> None:
+    """The worker's loop: read jobs on stdin, write results on stdout, until EOF."""
+    requests, replies = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # stray prints must not corrupt the reply stream
+    _limit_memory(memory_mb)
+    while True:
+        try:
+            job = _read_message(requests)
+        except EOFError:
+            return
+        _write_message(replies, _extract_one(job))
+
+
+class ExtractionWorker:
+    """A restartable worker process.  ``submit`` a job, then ``result`` waits for it."""
+
+    def __init__(self, options: ExtractOptions, timeout_s: float, memory_mb: int):
+        self.options = options
+        self.timeout_s = timeout_s
+        self.memory_mb = memory_mb
+        self._process: subprocess.Popen | None = None
+        self._busy = False
+
+    def _start(self) -> None:
+        environment = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "ingest.worker", str(self.memory_mb)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=environment,
+            cwd=os.getcwd(),
+        )
+
+    def submit(self, data: bytes, doc_id: str) -> None:
+        if self._process is None or self._process.poll() is not None:
+            self._start()
+        assert self._process is not None and self._process.stdin is not None
+        try:
+            _write_message(self._process.stdin, (data, doc_id, self.options, self.memory_mb))
+        except (BrokenPipeError, OSError):
+            self._discard()  # result() reports it
+        self._busy = True
+
+    def result(self) -> Extracted:
+        """The extraction of the job submitted last, or ``ReadError`` with the reason."""
+        assert self._busy
+        self._busy = False
+        process = self._process
+        if process is None or process.stdout is None:
+            raise ReadError("the reader process could not be started")
+        ready, _, _ = select.select([process.stdout], [], [], self.timeout_s)
+        if not ready:
+            self._discard()
+            raise ReadError(f"reading took longer than {self.timeout_s:.0f} s: stopped and skipped")
+        try:
+            status, payload = _read_message(process.stdout)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            code = process.poll()
+            self._discard()
+            raise ReadError(f"the reader crashed on this file (exit code {code}); skipped") from None
+        if status == "error":
+            raise ReadError(payload)
+        return payload
+
+    def _discard(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+            for stream in (self._process.stdin, self._process.stdout):
+                if stream:
+                    stream.close()
+        self._process = None
+
+    def close(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            try:
+                self._process.stdin.close()  # EOF: the worker exits
+                self._process.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self._discard()
+
+    def __enter__(self) -> "ExtractionWorker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]) if len(sys.argv) > 1 else 0)

@@ -1,0 +1,219 @@
+"""The knowledge base as one object: the ledger (what is visible), the Chroma collection
+(vectors) and the embedder, with the few operations that must keep them consistent.
+
+Consistency rules, in one place:
+  * a document's chunks are written while its ledger row says ``pending`` and become
+    visible in one ledger transaction that marks it ``ready`` (and points its file at it);
+  * every read path (search, stats) trusts only ``ready`` rows, so a half-written
+    document is never seen;
+  * ``repair()`` removes what an interrupted run left behind: pending documents,
+    vectors without a ready ledger row, and documents no file refers to any more.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+
+from kb.embed import get_embedder, text_key
+from kb.ledger import Ledger
+from kb.records import Chunk, DocumentMeta, Page
+from kb.settings import Settings, get_settings
+
+
+def embedding_text(chunk: Chunk, document: DocumentMeta) -> str:
+    """What the model embeds for a chunk: a short context header, then the passage.
+
+    The header (title and section heading, a few words each) lets a question that names
+    a country or an organisation find passages that do not repeat the name themselves.
+    Chunks leave room for it within the model's 256 word pieces.
+    """
+    title = " ".join(document.title.split()[:12])
+    heading = " ".join(chunk.heading.split()[:8])
+    return "\n".join(part for part in (title, heading, chunk.text) if part)
+
+
+class KnowledgeBase:
+    """Ledger + vector store + embedder for one data folder (or one Chroma server)."""
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or get_settings()
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(self.settings.ledger_path)
+        self._store = None
+        self._store_lock = threading.Lock()
+
+    @property
+    def store(self):
+        """The Chroma collection, opened on first use."""
+        with self._store_lock:
+            if self._store is None:
+                from kb.store import VectorStore
+
+                self._store = VectorStore(self.settings)
+            return self._store
+
+    @property
+    def embedder(self):
+        return get_embedder(self.settings)
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    # --- embedding with a content-hash cache ------------------------------------------
+    def embedding_key(self, text: str) -> str:
+        return f"{self.settings.embed_backend}:{text_key(text)}"
+
+    def embed_cached(self, texts: list[str]) -> tuple[np.ndarray, list[str], int]:
+        """Vectors for ``texts``; each distinct text is embedded once, ever.
+
+        Returns the vectors, their cache keys and how many texts were newly embedded.
+        """
+        keys = [self.embedding_key(t) for t in texts]
+        cached = self.ledger.cached_vectors(list(dict.fromkeys(keys)))
+        missing = {}
+        for key, text in zip(keys, texts):
+            if key not in cached and key not in missing:
+                missing[key] = text
+        if missing:
+            vectors = self.embedder.embed(list(missing.values()))
+            fresh = dict(zip(missing.keys(), vectors))
+            self.ledger.cache_vectors(fresh)
+            cached.update(fresh)
+        dim = self.settings.embed_dim
+        matrix = np.vstack([cached[k] for k in keys]) if keys else np.zeros((0, dim), np.float32)
+        return matrix.astype(np.float32), keys, len(missing)
+
+    # --- writing documents ----------------------------------------------------------------
+    def add_document(
+        self,
+        meta: DocumentMeta,
+        pages: list[Page],
+        chunks: list[Chunk],
+        terms: list[list[str]],
+        warnings: list[str],
+        file_path: str,
+        file_name: str,
+        file_size: int,
+    ) -> int:
+        """Store a document and make it visible atomically.  Returns texts newly embedded."""
+        texts = [embedding_text(c, meta) for c in chunks]
+        vectors, keys, embedded = self.embed_cached(texts)
+        self.ledger.write_pending_document(meta, pages, chunks, keys, terms, warnings)
+        self.store.add(chunks, meta, vectors)
+        with self.ledger.transaction() as db:
+            db.execute("UPDATE documents SET status='ready' WHERE doc_id=?", (meta.doc_id,))
+            self.ledger.put_file(db, file_path, file_name, meta.doc_id, file_size, "ok")
+            self.ledger.bump_generation(db)
+        return embedded
+
+    def remove_document(self, doc_id: str) -> None:
+        """Hide a document at once (ledger), then delete its vectors."""
+        ids = self.ledger.chunk_ids(doc_id)
+        self.ledger.delete_document(doc_id)
+        if ids:
+            self.store.delete_ids(ids)
+
+    def update_metadata(self, doc_id: str, **fields) -> DocumentMeta:
+        """Edit title, organisation, year, url or language of a document."""
+        if self.ledger.document(doc_id) is None:
+            raise KeyError(f"no document {doc_id}")
+        self.ledger.update_document_meta(doc_id, **fields)
+        document = self.ledger.document(doc_id)
+        assert document is not None
+        chunks = self.chunks_of(doc_id)
+        if chunks:
+            self.store.update_metadata(chunks, document)
+        return document
+
+    def chunks_of(self, doc_id: str) -> list[Chunk]:
+        rows = self.ledger._db.execute(
+            "SELECT * FROM chunks WHERE doc_id=? ORDER BY ordinal", (doc_id,)
+        ).fetchall()
+        return [chunk_from_row(row) for row in rows]
+
+    # --- repair -----------------------------------------------------------------------------
+    def repair(self) -> list[str]:
+        """Undo what an interrupted ingest left behind.  Returns what was done, for the log."""
+        done: list[str] = []
+        for doc_id in self.ledger.pending_documents():
+            self.remove_document(doc_id)
+            done.append(f"removed half-ingested document {doc_id[:12]}")
+        referenced = self.ledger.referenced_doc_ids()
+        for document in self.ledger.ready_documents():
+            if document.doc_id not in referenced:
+                self.remove_document(document.doc_id)
+                done.append(f"removed {document.file}: no file refers to it any more")
+        if self.ledger.get_meta("dirty") == "1":
+            visible = {row["chunk_id"] for row in self.ledger.visible_chunk_rows()}
+            orphans = [cid for cid in self.store.all_ids() if cid not in visible]
+            if orphans:
+                self.store.delete_ids(orphans)
+                done.append(f"removed {len(orphans)} vectors of interrupted writes")
+        return done
+
+    def mark_dirty(self, dirty: bool) -> None:
+        self.ledger.set_meta("dirty", "1" if dirty else "0")
+
+    # --- reading --------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """Documents, pages and chunks, by organisation; failed files with reasons."""
+        documents = self.ledger.ready_documents()
+        by_organisation: dict[str, dict[str, int]] = {}
+        for doc in documents:
+            entry = by_organisation.setdefault(doc.organisation or "(unknown)", {"documents": 0, "pages": 0, "chunks": 0})
+            entry["documents"] += 1
+            entry["pages"] += doc.pages
+            entry["chunks"] += doc.chunks
+        files = self.ledger.file_rows()
+        return {
+            **self.ledger.counts(),
+            "by_organisation": dict(sorted(by_organisation.items())),
+            "failed": [{"file": f["name"], "path": f["path"], "reason": f["reason"]} for f in files if f["status"] == "failed"],
+            "duplicates": [{"file": f["name"], "reason": f["reason"]} for f in files if f["status"] == "duplicate"],
+            "data_dir": str(self.settings.data_dir),
+            "chroma": self.settings.chroma_url or str(self.settings.chroma_dir),
+            "embed_backend": self.settings.embed_backend,
+        }
+
+    def library(self) -> list[dict]:
+        """One row per known file, with its document's metadata and status (for staff)."""
+        documents = {row["doc_id"]: row for row in self.ledger.document_rows()}
+        rows = []
+        for file in self.ledger.file_rows():
+            doc = documents.get(file["doc_id"] or "", {})
+            rows.append(
+                {
+                    "file": file["name"],
+                    "path": file["path"],
+                    "doc_id": file["doc_id"] or "",
+                    "title": doc.get("title", ""),
+                    "organisation": doc.get("organisation", ""),
+                    "year": doc.get("year"),
+                    "url": doc.get("url", ""),
+                    "pages": doc.get("pages", 0),
+                    "chunks": doc.get("chunks", 0),
+                    "status": file["status"] if file["status"] != "ok" else doc.get("status", "missing"),
+                    "reason": file["reason"],
+                    "warnings": json.loads(doc.get("warnings", "[]") or "[]"),
+                }
+            )
+        return rows
+
+
+def chunk_from_row(row) -> Chunk:
+    return Chunk(
+        chunk_id=row["chunk_id"],
+        doc_id=row["doc_id"],
+        ordinal=row["ordinal"],
+        text=row["text"],
+        page_start=row["page_start"],
+        page_end=row["page_end"],
+        label_start=row["label_start"],
+        label_end=row["label_end"],
+        heading=row["heading"],
+        themes=json.loads(row["themes"] or "[]"),
+        passage_type=row["passage_type"] or "",
+    )

@@ -1,0 +1,117 @@
+"""Hybrid retrieval: Chroma's dense results and our BM25 results, fused by reciprocal
+rank fusion, filtered, and diversified so one document cannot fill every slot.
+
+Filtered queries do not use Chroma's ``where`` (slow on large collections): the filter
+becomes a row mask and the dense side is an exact search over the masked chunk vectors
+held in the snapshot, which is both exact and fast at this scale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kb.knowledge_base import KnowledgeBase
+from kb.records import Passage
+from kb.settings import Settings
+from kb.snapshot import Filters, Snapshot, SnapshotCache
+
+
+class Searcher:
+    """Answers ``search(query)`` against one knowledge base, reusing its snapshot."""
+
+    def __init__(self, kb: KnowledgeBase):
+        self.kb = kb
+        self.settings: Settings = kb.settings
+        self.snapshots = SnapshotCache(kb)
+
+    def snapshot(self) -> Snapshot:
+        return self.snapshots.get()
+
+    def embed_query(self, query: str) -> np.ndarray:
+        return self.kb.embedder.embed([query])[0]
+
+    def search(
+        self,
+        query: str,
+        k: int | None = None,
+        filters: Filters | None = None,
+        *,
+        query_vector: np.ndarray | None = None,
+        diversify: bool = True,
+    ) -> list[Passage]:
+        """The ``k`` best passages for ``query`` (best first), each with its scores."""
+        settings = self.settings
+        k = k or settings.top_k
+        snapshot = self.snapshot()
+        if not len(snapshot) or not query.strip():
+            return []
+        vector = self.embed_query(query) if query_vector is None else query_vector
+        mask = snapshot.mask(filters)
+        dense = self._dense(snapshot, vector, mask)
+        keyword = snapshot.keyword.top(query, settings.candidates, mask)
+        fused = self._fuse(dense, keyword)
+        ordered = sorted(fused.items(), key=lambda item: -item[1]["score"])
+        rows = [row for row, _ in ordered]
+        chosen = self._diversify(snapshot, rows, k) if diversify else rows[:k]
+        passages = []
+        for row in chosen:
+            info = fused[row]
+            chunk = snapshot.chunks[row]
+            passages.append(
+                Passage(
+                    chunk=chunk,
+                    document=snapshot.documents[chunk.doc_id],
+                    score=info["score"],
+                    dense_score=info.get("dense"),
+                    keyword_score=info.get("keyword"),
+                    dense_rank=info.get("dense_rank"),
+                    keyword_rank=info.get("keyword_rank"),
+                )
+            )
+        return passages
+
+    def _dense(self, snapshot: Snapshot, vector: np.ndarray, mask: np.ndarray | None) -> list[tuple[int, float]]:
+        n = self.settings.candidates
+        if mask is not None or self.settings.dense_source == "memory":
+            return snapshot.dense_top(vector, n, mask)
+        hits = self.kb.store.query(vector, n)
+        # Only chunks of ready documents are visible; Chroma may briefly hold others.
+        return [(snapshot.row_of[cid], sim) for cid, sim in hits if cid in snapshot.row_of]
+
+    def _fuse(self, dense: list[tuple[int, float]], keyword: list[tuple[int, float]]) -> dict[int, dict]:
+        settings = self.settings
+        fused: dict[int, dict] = {}
+        for rank, (row, similarity) in enumerate(dense, start=1):
+            entry = fused.setdefault(row, {"score": 0.0})
+            entry.update(dense=similarity, dense_rank=rank)
+            entry["score"] += settings.dense_weight / (settings.rrf_k + rank)
+        for rank, (row, score) in enumerate(keyword, start=1):
+            entry = fused.setdefault(row, {"score": 0.0})
+            entry.update(keyword=score, keyword_rank=rank)
+            entry["score"] += settings.keyword_weight / (settings.rrf_k + rank)
+        return fused
+
+    def _diversify(self, snapshot: Snapshot, rows: list[int], k: int) -> list[int]:
+        """Best-first, skipping a passage whose document already has ``max_per_document``
+        slots or whose text nearly repeats one already chosen."""
+        chosen: list[int] = []
+        per_document: dict[str, int] = {}
+        limit = self.settings.max_per_document
+        threshold = self.settings.near_duplicate_similarity
+        for row in rows:
+            doc_id = snapshot.chunks[row].doc_id
+            if per_document.get(doc_id, 0) >= limit:
+                continue
+            if chosen and float(np.max(snapshot.vectors[chosen] @ snapshot.vectors[row])) >= threshold:
+                continue
+            chosen.append(row)
+            per_document[doc_id] = per_document.get(doc_id, 0) + 1
+            if len(chosen) == k:
+                return chosen
+        if len(chosen) < k:  # fill from what was skipped rather than return fewer
+            for row in rows:
+                if row not in chosen:
+                    chosen.append(row)
+                    if len(chosen) == k:
+                        break
+        return chosen

@@ -1,0 +1,149 @@
+"""Every default and every ``KB_*`` environment variable, in one place.
+
+Nothing else in the project knows a default: modules take a ``Settings`` (or read
+``get_settings()``) instead of hard-coding numbers.  Prompts for the optional LLM
+backend live in ``kb/prompts.py``; everything tunable lives here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+# Make sure no library phones home or tries to download a model, whatever imports first.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All tunable defaults.  ``Settings.from_env()`` applies ``KB_*`` overrides."""
+
+    # --- places -------------------------------------------------------------------
+    data_dir: Path = Path(".kb")  # KB_DATA_DIR: everything written at run time
+    documents_dir: Path = Path("documents")  # KB_DOCUMENTS_DIR: the source PDFs
+    chroma_url: str = ""  # KB_CHROMA_URL: use a Chroma server instead of the embedded store
+    collection: str = "passages"  # KB_COLLECTION
+
+    # --- embedding ----------------------------------------------------------------
+    embed_backend: str = "torch"  # KB_EMBED_BACKEND: torch | onnx | onnx-int8
+    embed_batch_size: int = 32  # KB_EMBED_BATCH_SIZE
+    embed_dim: int = 384
+
+    # --- ingestion ----------------------------------------------------------------
+    chunk_tokens: int = 200  # KB_CHUNK_TOKENS: model word pieces per chunk (model limit 256)
+    chunk_overlap_tokens: int = 40  # KB_CHUNK_OVERLAP
+    header_footer_lines: int = 3  # lines at the top/bottom of a page examined for repeats
+    header_footer_min_share: float = 0.5  # a line repeated on this share of pages is dropped
+    min_text_chars_per_page: int = 25  # below this on every page: image-only, needs OCR
+    extract_timeout_s: float = 120.0  # KB_EXTRACT_TIMEOUT: per file, in a worker process
+    extract_memory_mb: int = 2048  # KB_EXTRACT_MEMORY_MB: address-space limit of the worker
+    max_pages: int = 5000  # a PDF claiming more pages is refused
+    upload_max_mb: int = 100  # KB_UPLOAD_MAX_MB
+
+    # --- retrieval ----------------------------------------------------------------
+    top_k: int = 5  # KB_TOP_K: passages returned by default
+    candidates: int = 60  # per retriever, before fusion
+    rrf_k: int = 60  # reciprocal rank fusion constant
+    dense_weight: float = 1.0
+    keyword_weight: float = 1.0
+    max_per_document: int = 3  # diversity: at most this many passages of one document in top k
+    dense_source: str = "chroma"  # KB_DENSE_SOURCE: chroma (HNSW) | memory (exact, in-process)
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+
+    # --- answers ------------------------------------------------------------------
+    answer_max_sentences: int = 5
+    answer_candidate_passages: int = 8
+    abstain_threshold: float = 0.35  # KB_ABSTAIN_THRESHOLD: best sentence relevance below it
+    related_reading: int = 3
+    near_duplicate_similarity: float = 0.9
+
+    # --- optional LLM backend -----------------------------------------------------
+    llm: str = ""  # KB_LLM: "" (off), "ollama:MODEL" or "openai:MODEL"
+    llm_base_url: str = ""  # KB_LLM_BASE_URL
+    llm_api_key: str = ""  # KB_LLM_API_KEY (an OpenAI-compatible server may ignore it)
+    llm_temperature: float = 0.0
+    llm_support_threshold: float = 0.55  # a generated sentence needs this similarity to its source
+
+    # --- app ------------------------------------------------------------------------
+    staff_password: str = field(default="", repr=False)  # KB_STAFF_PASSWORD (never logged)
+    staff_max_attempts: int = 5  # failed staff logins before a pause
+    staff_lockout_s: int = 60
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        base = cls()
+        values = {}
+        env_names = {
+            "data_dir": "KB_DATA_DIR",
+            "documents_dir": "KB_DOCUMENTS_DIR",
+            "chroma_url": "KB_CHROMA_URL",
+            "collection": "KB_COLLECTION",
+            "embed_backend": "KB_EMBED_BACKEND",
+            "embed_batch_size": "KB_EMBED_BATCH_SIZE",
+            "chunk_tokens": "KB_CHUNK_TOKENS",
+            "chunk_overlap_tokens": "KB_CHUNK_OVERLAP",
+            "extract_timeout_s": "KB_EXTRACT_TIMEOUT",
+            "extract_memory_mb": "KB_EXTRACT_MEMORY_MB",
+            "upload_max_mb": "KB_UPLOAD_MAX_MB",
+            "top_k": "KB_TOP_K",
+            "dense_source": "KB_DENSE_SOURCE",
+            "abstain_threshold": "KB_ABSTAIN_THRESHOLD",
+            "llm": "KB_LLM",
+            "llm_base_url": "KB_LLM_BASE_URL",
+            "llm_api_key": "KB_LLM_API_KEY",
+            "staff_password": "KB_STAFF_PASSWORD",
+        }
+        types = {f.name: f.type for f in fields(cls)}
+        for name, env_name in env_names.items():
+            raw = os.environ.get(env_name)
+            if raw is None or raw == "":
+                continue
+            current = getattr(base, name)
+            if isinstance(current, Path):
+                values[name] = Path(raw)
+            elif isinstance(current, bool):
+                values[name] = raw.lower() in {"1", "true", "yes", "on"}
+            elif isinstance(current, int):
+                values[name] = int(raw)
+            elif isinstance(current, float):
+                values[name] = float(raw)
+            else:
+                values[name] = raw
+        del types
+        values.update(overrides)
+        return replace(base, **values)
+
+    # Derived places inside the data folder.
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.data_dir / "ledger.sqlite"
+
+    @property
+    def briefs_dir(self) -> Path:
+        return self.data_dir / "briefs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.data_dir / "ingest.lock"
+
+
+def get_settings(**overrides) -> Settings:
+    """Settings from the environment, with optional explicit overrides."""
+    return Settings.from_env(**overrides)
