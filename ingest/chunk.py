@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from ingest.clean import collapse_whitespace
+from kb.text import collapse_whitespace
 from kb.embed import count_tokens
 from kb.records import Chunk, Page
 
@@ -70,7 +70,6 @@ def make_splitter(chunk_tokens: int, overlap_tokens: int) -> RecursiveCharacterT
         length_function=count_tokens,
         separators=["\n\n", "\n", ". ", "; ", ", ", " ", ""],
         keep_separator="end",
-        add_start_index=True,
         strip_whitespace=True,
     )
 
@@ -100,13 +99,20 @@ def chunk_pages(
 
     splitter = make_splitter(chunk_tokens, overlap_tokens)
     chunks: list[Chunk] = []
-    for piece in splitter.create_documents([text]):
-        body = collapse_whitespace(piece.page_content)
+    cursor = 0
+    for piece in splitter.split_text(text):
+        # Pieces come in order, so each is found at or after the previous start.  (The
+        # splitter's own start_index assumes the overlap is in characters; ours is in
+        # word pieces, so it is located here instead.)
+        start = text.find(piece, cursor)
+        if start < 0:
+            start = max(0, text.find(piece))
+        cursor = start + 1
+        body = collapse_whitespace(piece)
         if len(body) < 20:  # stray page furniture, not a passage
             continue
-        start = piece.metadata["start_index"]
         first = page_at(start)
-        last = page_at(start + len(piece.page_content.rstrip()) - 1)
+        last = page_at(start + len(piece) - 1)
         at = bisect.bisect_right(heading_offsets, start) - 1
         heading = headings[at].text if at >= 0 and first.index - page_at(headings[at].offset).index <= 5 else ""
         ordinal = len(chunks)

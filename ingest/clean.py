@@ -4,12 +4,11 @@ headers and footers that repeat on most pages of a document."""
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 
 from kb.records import Page
+from kb.text import collapse_whitespace, join_hyphenated_words, normalise_characters
 
-_HYPHEN_BREAK = re.compile(r"(\w)[-\u00ad]\n[ \t]*([a-z])")
 _SPACES = re.compile(r"[ \t\f\v\u00a0\u2000-\u200b\u202f\u205f\u3000]+")
 _MANY_BLANK_LINES = re.compile(r"\n{3,}")
 _DIGITS = re.compile(r"\d+")
@@ -18,36 +17,12 @@ _PAGE_NUMBER_LINE = re.compile(
     rf"^(page\s*)?(\d{{1,4}}|{_ROMAN})(\s*(of|/)\s*\d+)?$|^[-–—|\s]*\d{{1,4}}[-–—|\s]*$",
     re.IGNORECASE,
 )
-# Characters that NFKC leaves alone but that we still want as plain text.
-_CHARACTER_FIXES = str.maketrans({"\u00ad": "", "\ufffe": "", "\u200e": "", "\u200f": ""})
-
-
-def normalise_characters(text: str) -> str:
-    """Unicode NFKC (turns ligatures like 'ﬁ' into 'fi') and drop invisible characters."""
-    return unicodedata.normalize("NFKC", text).translate(_CHARACTER_FIXES)
-
-
-def join_hyphenated_words(text: str) -> str:
-    """'traf-\\nficking' → 'trafficking' (only when the next line starts in lower case)."""
-    return _HYPHEN_BREAK.sub(r"\1\2", text)
 
 
 def normalise_whitespace(text: str) -> str:
     """Collapse runs of spaces, trim every line, keep at most one blank line."""
     lines = [_SPACES.sub(" ", line).strip() for line in text.replace("\r", "\n").split("\n")]
     return _MANY_BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
-
-
-def collapse_whitespace(text: str) -> str:
-    """All white space, line breaks included, as single spaces."""
-    return " ".join(text.split())
-
-
-def normalise_for_matching(text: str) -> str:
-    """The form in which a quote is looked for in a page: characters normalised,
-    hyphenation repaired, white space collapsed, case folded."""
-    text = join_hyphenated_words(normalise_characters(text).replace("\r", "\n"))
-    return collapse_whitespace(text).casefold()
 
 
 def _line_key(line: str) -> str:

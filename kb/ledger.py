@@ -230,6 +230,10 @@ class Ledger:
         row = self._db.execute("SELECT text FROM pages WHERE doc_id=? AND idx=?", (doc_id, index)).fetchone()
         return row["text"] if row else None
 
+    def page_label(self, doc_id: str, index: int) -> str:
+        row = self._db.execute("SELECT label FROM pages WHERE doc_id=? AND idx=?", (doc_id, index)).fetchone()
+        return row["label"] if row else str(index)
+
     def pages(self, doc_id: str) -> list[Page]:
         rows = self._db.execute("SELECT * FROM pages WHERE doc_id=? ORDER BY idx", (doc_id,)).fetchall()
         return [Page(index=row["idx"], label=row["label"], text=row["text"]) for row in rows]

@@ -50,6 +50,7 @@ class Searcher:
         dense = self._dense(snapshot, vector, mask)
         keyword = snapshot.keyword.top(query, settings.candidates, mask)
         fused = self._fuse(dense, keyword)
+        self._add_neighbour_evidence(snapshot, fused)
         ordered = sorted(fused.items(), key=lambda item: -item[1]["score"])
         rows = [row for row, _ in ordered]
         chosen = self._diversify(snapshot, rows, k) if diversify else rows[:k]
@@ -90,6 +91,24 @@ class Searcher:
             entry.update(keyword=score, keyword_rank=rank)
             entry["score"] += settings.keyword_weight / (settings.rrf_k + rank)
         return fused
+
+    def _add_neighbour_evidence(self, snapshot: Snapshot, fused: dict[int, dict]) -> None:
+        """A passage whose neighbours (the chunks before and after it in the same document)
+        also match gains a share of their score: the answer to a question is often spread
+        over a paragraph that the chunker cut in two."""
+        share = self.settings.neighbour_share
+        if share <= 0:
+            return
+        base = {row: info["score"] for row, info in fused.items()}
+        for row, info in fused.items():
+            doc_id = snapshot.chunks[row].doc_id
+            neighbours = [
+                base[n]
+                for n in (row - 1, row + 1)
+                if n in base and snapshot.chunks[n].doc_id == doc_id
+            ]
+            if neighbours:
+                info["score"] += share * max(neighbours)
 
     def _diversify(self, snapshot: Snapshot, rows: list[int], k: int) -> list[int]:
         """Best-first, skipping a passage whose document already has ``max_per_document``

@@ -54,6 +54,7 @@ class Settings:
     rrf_k: int = 60  # reciprocal rank fusion constant
     dense_weight: float = 1.0
     keyword_weight: float = 1.0
+    neighbour_share: float = 0.0  # share of a neighbouring chunk's score a passage gains
     max_per_document: int = 3  # diversity: at most this many passages of one document in top k
     dense_source: str = "chroma"  # KB_DENSE_SOURCE: chroma (HNSW) | memory (exact, in-process)
     bm25_k1: float = 1.2
@@ -61,7 +62,12 @@ class Settings:
 
     # --- answers ------------------------------------------------------------------
     answer_max_sentences: int = 5
-    answer_candidate_passages: int = 8
+    answer_candidate_passages: int = 8  # passages whose sentences may be quoted
+    answer_sentences_embedded: int = 24  # most promising sentences scored with the model
+    sentence_similarity_weight: float = 0.6  # sentence score = w1 * cosine to the question
+    sentence_overlap_weight: float = 0.4  #                   + w2 * rare-term overlap
+    lesson_bonus: float = 0.05  # for lesson/recommendation sentences when asked what works
+    answer_min_relative_score: float = 0.75  # later sentences need this share of the best score
     abstain_threshold: float = 0.35  # KB_ABSTAIN_THRESHOLD: best sentence relevance below it
     related_reading: int = 3
     near_duplicate_similarity: float = 0.9

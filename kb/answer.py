@@ -1,0 +1,256 @@
+"""The default answerer: grounded, extractive, cited; no LLM.
+
+1. Retrieve passages for the question (follow-ups first borrow the previous subject).
+2. Split the passages into sentences and score each against the question: embedding
+   similarity plus keyword overlap (weighted by how rare each question term is), with a
+   bonus for lesson / good-practice / recommendation sentences when the question asks
+   what works or what to do.
+3. Abstain when the best evidence is weak (a relevance threshold calibrated on the
+   development set), offering the closest passages as related reading.
+4. Otherwise quote the best sentences as they stand: a lead sentence, then bullets
+   grouped by organisation, each ending with ``[n]``.  Every quote is checked against
+   the stored text of the page it cites; a sentence that cannot be located on one page is
+   not used, so an answer never carries an unverifiable citation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from kb.conversation import Turn, resolve_follow_up
+from kb.keyword import tokenize
+from kb.records import Answer, Citation, Passage
+from kb.search import Searcher
+from kb.snapshot import Filters
+from kb.text import split_sentences
+from kb.verify import QUOTE_JOINER, page_of_quote
+
+ABSTAIN_TEXT = (
+    "The library does not answer this question: none of its passages is close enough to "
+    "quote as an answer. The closest passages are listed below as related reading."
+)
+EMPTY_LIBRARY_TEXT = "The library is empty: add documents and ingest them first."
+_ASKS_WHAT_WORKS = re.compile(
+    r"\b(should|how (can|do|to|should|could)|what (works|to do|can|could|would)|recommend\w*|"
+    r"lessons?|good practices?|best|advice|avoid|improve|need to|worth|suggest\w*|fix|help)\b",
+    re.IGNORECASE,
+)
+_LESSON_CUE = re.compile(
+    r"\b(lessons? learn\w*|good practice|promising practice|best practice|should|recommend\w*|"
+    r"it is (essential|important|crucial|necessary)|must|need(s|ed)? to|key to|effective|"
+    r"ensure|encourag\w*|avoid|do not)\b",
+    re.IGNORECASE,
+)
+_NUMBERED_LIST_START = re.compile(r"^\(?\d{1,2}[.)]\s")
+
+
+@dataclass
+class _Candidate:
+    passage_rank: int
+    passage: Passage
+    sentence: str
+    overlap: float = 0.0
+    similarity: float = 0.0
+    score: float = 0.0
+    is_lesson: bool = False
+
+
+class ExtractiveAnswerer:
+    """Answers from the library's own sentences, with verified citations."""
+
+    backend = "extractive"
+
+    def __init__(self, searcher: Searcher):
+        self.searcher = searcher
+        self.kb = searcher.kb
+        self.settings = searcher.settings
+
+    # --- public -----------------------------------------------------------------------
+    def answer(
+        self,
+        question: str,
+        history: list[Turn] | None = None,
+        filters: Filters | None = None,
+        passages: list[Passage] | None = None,
+    ) -> Answer:
+        question = " ".join(question.split())
+        resolved = resolve_follow_up(question, history)
+        if not question:
+            return Answer(question=question, answer="Please type a question.", abstained=True, backend=self.backend)
+        snapshot = self.searcher.snapshot()
+        if not len(snapshot):
+            return Answer(question=question, answer=EMPTY_LIBRARY_TEXT, abstained=True, resolved_question=resolved, backend=self.backend)
+        query_vector = self.searcher.embed_query(resolved)
+        if passages is None:
+            passages = self.searcher.search(
+                resolved, k=self.settings.answer_candidate_passages, filters=filters, query_vector=query_vector
+            )
+        if not passages:
+            return Answer(
+                question=question, answer="No passage matches this question with the filters chosen.",
+                abstained=True, resolved_question=resolved, backend=self.backend,
+            )
+        candidates = self._score(resolved, query_vector, passages)
+        relevance = candidates[0].score if candidates else 0.0
+        if relevance < self.settings.abstain_threshold:
+            return self._abstain(question, resolved, passages, relevance)
+        chosen = self._choose(candidates)
+        answer = self._compose(question, resolved, chosen)
+        if not answer.citations:  # nothing could be located on a single page
+            return self._abstain(question, resolved, passages, relevance)
+        answer.notes.append(f"relevance {relevance:.2f}")
+        return answer
+
+    # --- scoring ------------------------------------------------------------------------
+    def _score(self, question: str, query_vector: np.ndarray, passages: list[Passage]) -> list[_Candidate]:
+        snapshot = self.searcher.snapshot()
+        keyword = snapshot.keyword
+        max_idf = float(keyword.idf.max()) if keyword.idf.size else 1.0
+        question_terms = set(tokenize(question))
+        weights = {
+            t: float(keyword.idf[keyword.vocabulary[t]]) if t in keyword.vocabulary else max_idf
+            for t in question_terms
+        }
+        total = sum(weights.values()) or 1.0
+        wants_lessons = bool(_ASKS_WHAT_WORKS.search(question))
+
+        candidates: list[_Candidate] = []
+        for rank, passage in enumerate(passages):
+            sentences = split_sentences(passage.chunk.text)
+            for position, sentence in enumerate(sentences):
+                if not _usable(sentence, first=position == 0, last=position == len(sentences) - 1):
+                    continue
+                terms = set(tokenize(sentence))
+                overlap = sum(weights[t] for t in question_terms & terms) / total
+                candidates.append(
+                    _Candidate(rank, passage, sentence, overlap=overlap, is_lesson=bool(_LESSON_CUE.search(sentence)))
+                )
+        if not candidates:
+            return []
+        # Embed only the most promising sentences: keeps an answer well under a second.
+        candidates.sort(key=lambda c: (-(c.overlap + 0.5 / (c.passage_rank + 2)), c.passage_rank))
+        candidates = candidates[: self.settings.answer_sentences_embedded]
+        vectors = self.kb.embedder.embed([c.sentence for c in candidates])
+        similarities = vectors @ np.asarray(query_vector, dtype=np.float32)
+        s = self.settings
+        for candidate, vector, similarity in zip(candidates, vectors, similarities):
+            candidate.similarity = float(similarity)
+            candidate.score = (
+                s.sentence_similarity_weight * candidate.similarity
+                + s.sentence_overlap_weight * candidate.overlap
+                + (s.lesson_bonus if wants_lessons and candidate.is_lesson else 0.0)
+            )
+            candidate.vector = vector  # type: ignore[attr-defined]
+        candidates.sort(key=lambda c: -c.score)
+        return candidates
+
+    def _choose(self, candidates: list[_Candidate]) -> list[_Candidate]:
+        """Best sentences first, dropping near-duplicates and weak tails."""
+        best = candidates[0].score
+        chosen: list[_Candidate] = []
+        for candidate in candidates:
+            if len(chosen) == self.settings.answer_max_sentences:
+                break
+            if candidate.score < best * self.settings.answer_min_relative_score:
+                break
+            if any(float(candidate.vector @ c.vector) >= self.settings.near_duplicate_similarity for c in chosen):  # type: ignore[attr-defined]
+                continue
+            chosen.append(candidate)
+        return chosen
+
+    # --- composing ------------------------------------------------------------------------
+    def _compose(self, question: str, resolved: str, chosen: list[_Candidate]) -> Answer:
+        ledger = self.kb.ledger
+        citations: dict[tuple[str, int], Citation] = {}
+        located: list[tuple[_Candidate, Citation]] = []
+        for candidate in chosen:
+            chunk = candidate.passage.chunk
+            page = page_of_quote(ledger, chunk.doc_id, chunk.page_start, chunk.page_end, candidate.sentence)
+            if page is None:
+                continue
+            key = (chunk.chunk_id, page)
+            if key not in citations:
+                citations[key] = _citation(len(citations) + 1, candidate.passage, page)
+                citations[key].page_label = ledger.page_label(chunk.doc_id, page)
+                citations[key].quote = candidate.sentence
+            else:
+                citations[key].quote += QUOTE_JOINER + candidate.sentence
+            located.append((candidate, citations[key]))
+        if not located:
+            return Answer(question=question, answer="", resolved_question=resolved, backend=self.backend)
+
+        lead, lead_citation = located[0]
+        lines = [f"{lead.sentence} [{lead_citation.n}]"]
+        rest = located[1:]
+        organisations = list(dict.fromkeys(c.passage.document.organisation or "Other sources" for c, _ in rest))
+        grouped = len(organisations) > 1
+        for organisation in organisations:
+            if grouped:
+                lines.append("")
+                lines.append(f"**{organisation}**")
+            elif rest:
+                lines.append("")
+            for candidate, citation in rest:
+                if (candidate.passage.document.organisation or "Other sources") == organisation:
+                    lines.append(f"- {candidate.sentence} [{citation.n}]")
+        return Answer(
+            question=question,
+            answer="\n".join(lines),
+            citations=list(citations.values()),
+            resolved_question=resolved,
+            backend=self.backend,
+        )
+
+    def _abstain(self, question: str, resolved: str, passages: list[Passage], relevance: float) -> Answer:
+        related = [
+            _citation(n, passage, passage.chunk.page_start)
+            for n, passage in enumerate(passages[: self.settings.related_reading], start=1)
+        ]
+        return Answer(
+            question=question,
+            answer=ABSTAIN_TEXT,
+            abstained=True,
+            related=related,
+            resolved_question=resolved,
+            notes=[f"relevance {relevance:.2f} below the threshold {self.settings.abstain_threshold:.2f}"],
+            backend=self.backend,
+        )
+
+
+def _usable(sentence: str, *, first: bool, last: bool) -> bool:
+    """A sentence worth quoting: a real sentence, not a fragment, table row or reference."""
+    words = sentence.split()
+    if not 5 <= len(words) <= 80:
+        return False
+    letters = sum(ch.isalpha() for ch in sentence)
+    if letters < 0.6 * len(sentence):
+        return False
+    if first and not (sentence[0].isupper() or sentence[0].isdigit() or sentence[0] in "“\"'(‘"):
+        return False  # starts mid-sentence: the chunk overlap cut it
+    if last and not sentence.rstrip("”\"')’").endswith((".", "!", "?", ":", ";")):
+        return False  # ends mid-sentence
+    if "http" in sentence or sentence.lower().startswith(("retrieved", "available at")):
+        return False
+    return not _NUMBERED_LIST_START.match(sentence) or len(words) > 8
+
+
+def _citation(n: int, passage: Passage, page: int) -> Citation:
+    chunk, document = passage.chunk, passage.document
+    labels = {chunk.page_start: chunk.label_start, chunk.page_end: chunk.label_end}
+    return Citation(
+        n=n,
+        doc_id=document.doc_id,
+        file=document.file,
+        title=document.title,
+        organisation=document.organisation,
+        year=document.year,
+        page=page,
+        page_label=labels.get(page, str(page)),
+        text=chunk.text,
+        score=round(float(passage.score), 6),
+        url=document.url,
+        chunk_id=chunk.chunk_id,
+    )
