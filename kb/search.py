@@ -49,7 +49,7 @@ class Searcher:
         mask = snapshot.mask(filters)
         dense = self._dense(snapshot, vector, mask)
         keyword = snapshot.keyword.top(query, settings.candidates, mask)
-        fused = self._fuse(dense, keyword)
+        fused = self._fuse(dense, keyword, snapshot, vector, query)
         self._add_neighbour_evidence(snapshot, fused)
         ordered = sorted(fused.items(), key=lambda item: -item[1]["score"])
         rows = [row for row, _ in ordered]
@@ -79,7 +79,32 @@ class Searcher:
         # Only chunks of ready documents are visible; Chroma may briefly hold others.
         return [(snapshot.row_of[cid], sim) for cid, sim in hits if cid in snapshot.row_of]
 
-    def _fuse(self, dense: list[tuple[int, float]], keyword: list[tuple[int, float]]) -> dict[int, dict]:
+    def _fuse(self, dense: list[tuple[int, float]], keyword: list[tuple[int, float]], snapshot: Snapshot, vector: np.ndarray, query: str) -> dict[int, dict]:
+        if self.settings.fusion == "convex":
+            return self._fuse_convex(dense, keyword, snapshot, vector, query)
+        return self._fuse_rrf(dense, keyword)
+
+    def _fuse_convex(self, dense, keyword, snapshot: Snapshot, vector: np.ndarray, query: str) -> dict[int, dict]:
+        """Both scores for every candidate, each scaled to 0..1 over the candidates, mixed."""
+        rows = list(dict.fromkeys([r for r, _ in dense] + [r for r, _ in keyword]))
+        if not rows:
+            return {}
+        index = np.asarray(rows)
+        similarities = snapshot.vectors[index] @ np.asarray(vector, dtype=np.float32)
+        bm25 = snapshot.keyword.scores(query)[index]
+        def scale(values):
+            low, high = float(values.min()), float(values.max())
+            return (values - low) / (high - low) if high > low else np.zeros_like(values)
+        alpha = self.settings.dense_share
+        mixed = (alpha * scale(similarities) + (1 - alpha) * scale(bm25)) * snapshot.prior[index]
+        dense_rank = {r: i for i, (r, _) in enumerate(dense, start=1)}
+        keyword_rank = {r: i for i, (r, _) in enumerate(keyword, start=1)}
+        return {
+            row: {"score": float(m), "dense": float(sim), "keyword": float(b), "dense_rank": dense_rank.get(row), "keyword_rank": keyword_rank.get(row)}
+            for row, m, sim, b in zip(rows, mixed, similarities, bm25)
+        }
+
+    def _fuse_rrf(self, dense: list[tuple[int, float]], keyword: list[tuple[int, float]]) -> dict[int, dict]:
         settings = self.settings
         fused: dict[int, dict] = {}
         for rank, (row, similarity) in enumerate(dense, start=1):

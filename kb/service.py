@@ -130,6 +130,10 @@ class Service:
 
         return BriefStore(self.settings.briefs_dir)
 
+    def themes(self) -> list[str]:
+        """Themes tagged on any visible passage (empty until passages are tagged)."""
+        return sorted({theme for chunk in self.searcher.snapshot().chunks for theme in chunk.themes})
+
 
 def _words(text: str) -> Iterator[str]:
     """An extractive answer, word by word, so the UI can show it progressively."""

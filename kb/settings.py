@@ -51,11 +51,14 @@ class Settings:
     # --- retrieval ----------------------------------------------------------------
     top_k: int = 5  # KB_TOP_K: passages returned by default
     candidates: int = 60  # per retriever, before fusion
+    fusion: str = "convex"  # KB_FUSION: rrf (reciprocal rank) | convex (scaled scores mixed)
+    dense_share: float = 0.7  # convex fusion: weight of the dense score
     rrf_k: int = 60  # reciprocal rank fusion constant
+    reference_penalty: float = 1.5  # scores shrink by this × the reference density (≥ 0.5 kept)
     dense_weight: float = 1.0
     keyword_weight: float = 1.0
     neighbour_share: float = 0.0  # share of a neighbouring chunk's score a passage gains
-    max_per_document: int = 3  # diversity: at most this many passages of one document in top k
+    max_per_document: int = 4  # diversity: at most this many passages of one document in top k
     dense_source: str = "chroma"  # KB_DENSE_SOURCE: chroma (HNSW) | memory (exact, in-process)
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
@@ -102,6 +105,7 @@ class Settings:
             "upload_max_mb": "KB_UPLOAD_MAX_MB",
             "top_k": "KB_TOP_K",
             "dense_source": "KB_DENSE_SOURCE",
+            "fusion": "KB_FUSION",
             "abstain_threshold": "KB_ABSTAIN_THRESHOLD",
             "llm": "KB_LLM",
             "llm_base_url": "KB_LLM_BASE_URL",

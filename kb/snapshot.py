@@ -4,6 +4,7 @@ vectors (for exact search inside a filter and for scoring answer sentences)."""
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 
@@ -31,6 +32,20 @@ class Filters:
         )
 
 
+_URL = re.compile(r"https?://|www\.")
+_YEAR = re.compile(r"\b(?:19|20)\d{2}\b")
+_CITATION_CUE = re.compile(
+    r"\b(?:Retrieved|Reporting|Accessed|et al\.|Source:|E-mail communication|Interview with|Report #?\d)"
+)
+
+
+def reference_density(text: str) -> float:
+    """How much a passage reads like a list of references or footnotes (0 = not at all):
+    URLs, years and citation phrases per word.  Such passages rarely answer anything."""
+    words = len(text.split()) or 1
+    return (3 * len(_URL.findall(text)) + len(_YEAR.findall(text)) + 2 * len(_CITATION_CUE.findall(text))) / words
+
+
 class Snapshot:
     """Everything retrieval reads, for one generation of the ledger."""
 
@@ -48,6 +63,10 @@ class Snapshot:
         self.doc_ids = doc_ids
         position = {d: i for i, d in enumerate(doc_ids)}
         self.doc_of_row = np.array([position[c.doc_id] for c in self.chunks], dtype=np.int32)
+        penalty = kb.settings.reference_penalty
+        self.prior = np.array(
+            [max(0.5, 1.0 - penalty * reference_density(c.text)) for c in self.chunks], dtype=np.float32
+        )
         self.year_of_row = np.array([self.documents[c.doc_id].year or 0 for c in self.chunks], dtype=np.int32)
         cached = ledger.cached_vectors([r["embedding_key"] for r in rows])
         dim = kb.settings.embed_dim
