@@ -25,8 +25,8 @@ from kb.keyword import tokenize
 from kb.records import Answer, Citation, Passage
 from kb.search import Searcher
 from kb.snapshot import Filters
-from kb.text import split_sentences
-from kb.verify import QUOTE_JOINER, page_of_quote
+from kb.text import normalise_for_matching, page_sentences
+from kb.verify import QUOTE_JOINER, verify_against_ledger
 
 ABSTAIN_TEXT = (
     "The library does not answer this question: none of its passages is close enough to "
@@ -44,6 +44,12 @@ _LESSON_CUE = re.compile(
     r"ensure|encourag\w*|avoid|do not)\b",
     re.IGNORECASE,
 )
+_ASKS_HOW_MUCH = re.compile(
+    r"\b(how (many|much|big|large|long|old|recent|often)|what (proportion|share|percentage|number|age|amount)|"
+    r"minimum|maximum|most|least|total)\b",
+    re.IGNORECASE,
+)
+_NUMBER = re.compile(r"\d")
 _NUMBERED_LIST_START = re.compile(r"^\(?\d{1,2}[.)]\s")
 
 
@@ -56,6 +62,8 @@ class _Candidate:
     similarity: float = 0.0
     score: float = 0.0
     is_lesson: bool = False
+    has_number: bool = False
+    page: int = 0
 
 
 class ExtractiveAnswerer:
@@ -94,8 +102,8 @@ class ExtractiveAnswerer:
                 abstained=True, resolved_question=resolved, backend=self.backend,
             )
         candidates = self._score(resolved, query_vector, passages)
-        relevance = candidates[0].score if candidates else 0.0
-        if relevance < self.settings.abstain_threshold:
+        relevance = self.relevance(resolved, passages)
+        if not candidates or relevance < self.settings.abstain_threshold:
             return self._abstain(question, resolved, passages, relevance)
         chosen = self._choose(candidates)
         answer = self._compose(question, resolved, chosen)
@@ -103,6 +111,29 @@ class ExtractiveAnswerer:
             return self._abstain(question, resolved, passages, relevance)
         answer.notes.append(f"relevance {relevance:.2f}")
         return answer
+
+    # --- does the library answer at all? -----------------------------------------------
+    def relevance(self, question: str, passages: list[Passage]) -> float:
+        """How well the best passages answer the question, for the abstention decision.
+
+        The sum of two signals, each between 0 and 1:
+          * coverage – the share of the question's terms, weighted by rarity, that occur in
+            the top passages (with their document titles).  A question about a law, a
+            country or a programme the library never mentions leaves its rarest terms
+            uncovered;
+          * closeness – the best cosine similarity between the question and a passage.
+        """
+        top = passages[: self.settings.abstain_passages]
+        keyword = self.searcher.snapshot().keyword
+        max_idf = float(keyword.idf.max()) + 1.0 if keyword.idf.size else 1.0
+        terms = set(tokenize(question))
+        if not terms:
+            return 0.0
+        weights = {t: float(keyword.idf[keyword.vocabulary[t]]) if t in keyword.vocabulary else max_idf for t in terms}
+        present = set(tokenize(" ".join(f"{p.document.title} {p.chunk.heading} {p.chunk.text}" for p in top)))
+        coverage = sum(weights[t] for t in terms & present) / sum(weights.values())
+        closeness = max((p.dense_score or 0.0) for p in passages) if passages else 0.0
+        return coverage + closeness
 
     # --- scoring ------------------------------------------------------------------------
     def _score(self, question: str, query_vector: np.ndarray, passages: list[Passage]) -> list[_Candidate]:
@@ -116,17 +147,23 @@ class ExtractiveAnswerer:
         }
         total = sum(weights.values()) or 1.0
         wants_lessons = bool(_ASKS_WHAT_WORKS.search(question))
+        wants_number = bool(_ASKS_HOW_MUCH.search(question))
 
         candidates: list[_Candidate] = []
+        seen: set[str] = set()
         for rank, passage in enumerate(passages):
-            sentences = split_sentences(passage.chunk.text)
-            for position, sentence in enumerate(sentences):
-                if not _usable(sentence, first=position == 0, last=position == len(sentences) - 1):
+            for sentence, page in self._passage_sentences(passage):
+                if sentence in seen or not _usable(sentence):
                     continue
+                seen.add(sentence)
                 terms = set(tokenize(sentence))
                 overlap = sum(weights[t] for t in question_terms & terms) / total
                 candidates.append(
-                    _Candidate(rank, passage, sentence, overlap=overlap, is_lesson=bool(_LESSON_CUE.search(sentence)))
+                    _Candidate(
+                        rank, passage, sentence, page=page, overlap=overlap,
+                        is_lesson=bool(_LESSON_CUE.search(sentence)),
+                        has_number=bool(_NUMBER.search(sentence)),
+                    )
                 )
         if not candidates:
             return []
@@ -141,11 +178,28 @@ class ExtractiveAnswerer:
             candidate.score = (
                 s.sentence_similarity_weight * candidate.similarity
                 + s.sentence_overlap_weight * candidate.overlap
+                + s.passage_score_weight * float(candidate.passage.score)
                 + (s.lesson_bonus if wants_lessons and candidate.is_lesson else 0.0)
+                + (s.number_bonus if wants_number and candidate.has_number else 0.0)
             )
             candidate.vector = vector  # type: ignore[attr-defined]
         candidates.sort(key=lambda c: -c.score)
         return candidates
+
+    def _passage_sentences(self, passage: Passage) -> list[tuple[str, int]]:
+        """Whole sentences of the passage's pages that lie (at least partly) inside the
+        passage, each with its page.  Taken from the page text rather than the chunk so
+        that a sentence cut by a chunk boundary is quoted whole."""
+        chunk = passage.chunk
+        body = normalise_for_matching(chunk.text)
+        found: list[tuple[str, int]] = []
+        for page in range(chunk.page_start, chunk.page_end + 1):
+            text = self.kb.ledger.page_text(chunk.doc_id, page) or ""
+            for sentence in page_sentences(text):
+                key = normalise_for_matching(sentence)
+                if key in body or key[:60] in body or key[-60:] in body:
+                    found.append((sentence, page))
+        return found
 
     def _choose(self, candidates: list[_Candidate]) -> list[_Candidate]:
         """Best sentences first, dropping near-duplicates and weak tails."""
@@ -168,9 +222,9 @@ class ExtractiveAnswerer:
         located: list[tuple[_Candidate, Citation]] = []
         for candidate in chosen:
             chunk = candidate.passage.chunk
-            page = page_of_quote(ledger, chunk.doc_id, chunk.page_start, chunk.page_end, candidate.sentence)
-            if page is None:
-                continue
+            page = candidate.page
+            if not verify_against_ledger(ledger, chunk.doc_id, page, candidate.sentence):
+                continue  # never cite what cannot be found on the page
             key = (chunk.chunk_id, page)
             if key not in citations:
                 citations[key] = _citation(len(citations) + 1, candidate.passage, page)
@@ -220,18 +274,16 @@ class ExtractiveAnswerer:
         )
 
 
-def _usable(sentence: str, *, first: bool, last: bool) -> bool:
+def _usable(sentence: str) -> bool:
     """A sentence worth quoting: a real sentence, not a fragment, table row or reference."""
     words = sentence.split()
-    if not 5 <= len(words) <= 80:
+    if not 5 <= len(words) <= 90:
         return False
     letters = sum(ch.isalpha() for ch in sentence)
     if letters < 0.6 * len(sentence):
         return False
-    if first and not (sentence[0].isupper() or sentence[0].isdigit() or sentence[0] in "“\"'(‘"):
-        return False  # starts mid-sentence: the chunk overlap cut it
-    if last and not sentence.rstrip("”\"')’").endswith((".", "!", "?", ":", ";")):
-        return False  # ends mid-sentence
+    if not (sentence[0].isupper() or sentence[0].isdigit() or sentence[0] in "“\"'(‘"):
+        return False  # starts mid-sentence: the rest is on the previous page
     if "http" in sentence or sentence.lower().startswith(("retrieved", "available at")):
         return False
     return not _NUMBERED_LIST_START.match(sentence) or len(words) > 8

@@ -69,9 +69,12 @@ class Settings:
     answer_sentences_embedded: int = 24  # most promising sentences scored with the model
     sentence_similarity_weight: float = 0.6  # sentence score = w1 * cosine to the question
     sentence_overlap_weight: float = 0.4  #                   + w2 * rare-term overlap
+    passage_score_weight: float = 0.2  #                   + w3 * the passage's retrieval score
     lesson_bonus: float = 0.05  # for lesson/recommendation sentences when asked what works
+    number_bonus: float = 0.05  # for sentences with figures when asked how many / how much
     answer_min_relative_score: float = 0.75  # later sentences need this share of the best score
-    abstain_threshold: float = 0.35  # KB_ABSTAIN_THRESHOLD: best sentence relevance below it
+    abstain_threshold: float = 0.88  # KB_ABSTAIN_THRESHOLD: abstain below this relevance
+    abstain_passages: int = 3  # relevance: question-term coverage of this many top passages
     related_reading: int = 3
     near_duplicate_similarity: float = 0.9
 

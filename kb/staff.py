@@ -4,9 +4,10 @@
   app's secret ``staff_password``), staff actions are off.
 * Passwords are compared in constant time (``hmac.compare_digest`` on digests, so the
   length does not leak either).
-* Failed attempts are counted here, in this process, per client (never in anything a
-  browser can change): after ``max_attempts`` failures within ``lockout_s`` seconds,
-  further attempts are refused, unchecked, until the window has passed.
+* Failed attempts are counted here, in this process, per client address and for all
+  clients together (never in anything a browser can change): after ``max_attempts``
+  failures within ``lockout_s`` seconds (``GLOBAL_FACTOR`` times as many for all clients
+  together), further attempts are refused, unchecked, until the window has passed.
 * A successful login gives a *token*: an HMAC, under a key made fresh for each process,
   of the password's digest and the server-side session id.  The app keeps the token in
   the session and calls :meth:`StaffGate.verify` before every staff action, so a flag set
@@ -32,8 +33,10 @@ _PROCESS_KEY = secrets.token_bytes(32)
 _FAILURES: dict[str, list[float]] = {}
 _FAILURES_LOCK = threading.Lock()
 
-#: Key for attempts whose client cannot be told apart.
+#: Key for attempts whose client cannot be told apart (and for all clients together).
 ANY_CLIENT = "*"
+#: All clients together may fail this many times more than one client.
+GLOBAL_FACTOR = 4
 
 
 def configured_password(settings, secrets_source: Mapping | None = None) -> str:
@@ -123,27 +126,36 @@ class StaffGate:
 
     # --- rate limit -----------------------------------------------------------------------
     def wait_s(self, client: str = ANY_CLIENT) -> int:
-        """Seconds until ``client`` may try again (0: now)."""
+        """Seconds until ``client`` may try again (0: now).
+
+        A client is held back after ``max_attempts`` failures within ``lockout_s``; all
+        clients together after ``GLOBAL_FACTOR`` times as many (so changing address does
+        not buy unlimited guesses).  Unknown clients share the strict per-client limit.
+        """
         now = self.clock()
         with _FAILURES_LOCK:
-            recent = self._recent(client, now)
-            if len(recent) < self.max_attempts:
-                return 0
-            unlock = recent[-self.max_attempts] + self.lockout_s
+            waits = [self._wait(client, self.max_attempts, now)]
+            if client != ANY_CLIENT:
+                waits.append(self._wait(ANY_CLIENT, self.max_attempts * GLOBAL_FACTOR, now))
+        return max(waits)
+
+    def _wait(self, key: str, limit: int, now: float) -> int:
+        """Seconds until ``key`` is below ``limit`` failures in the window; lock held."""
+        recent = [t for t in _FAILURES.get(key, []) if now - t < self.lockout_s]
+        if recent:
+            _FAILURES[key] = recent
+        else:
+            _FAILURES.pop(key, None)
+        if len(recent) < limit:
+            return 0
+        unlock = recent[-limit] + self.lockout_s
         return max(1, int(unlock - now + 0.999))
 
-    def _recent(self, client: str, now: float) -> list[float]:
-        """Failures of ``client`` within the window (prunes older ones); lock held."""
-        recent = [t for t in _FAILURES.get(client, []) if now - t < self.lockout_s]
-        if recent:
-            _FAILURES[client] = recent
-        else:
-            _FAILURES.pop(client, None)
-        return recent
-
     def _record_failure(self, client: str) -> None:
+        now = self.clock()
         with _FAILURES_LOCK:
-            _FAILURES.setdefault(client, []).append(self.clock())
+            for key in {client, ANY_CLIENT}:
+                _FAILURES.setdefault(key, []).append(now)
 
     def _forget_failures(self, client: str) -> None:
         with _FAILURES_LOCK:

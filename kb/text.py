@@ -36,6 +36,9 @@ def normalise_for_matching(text: str) -> str:
 # --- sentences ---------------------------------------------------------------------------
 _BULLETS = re.compile(r"\s+(?:[»•▪●◦■□➢➤✓]|(?<=[a-z.;:)])\s*o)\s+")
 _END = re.compile(r"(?<=[.!?])[\"'”’)]*\s+(?=[\"'“‘(]?[A-Z0-9])")
+# A numeric reference marker such as "(1,3,12)" followed by a capitalised word ends a
+# table cell or sentence in many reports even without a full stop.
+_MARKER_BREAK = re.compile(r"(\(\d+(?:[,–-]\s?\d+)*\))\s+(?=[A-Z][a-z])")
 _ABBREVIATION_BEFORE = re.compile(
     r"(?:\b(?:e\.g|i\.e|etc|cf|al|approx|art|arts|no|nos|para|paras|p|pp|vol|fig|Mr|Mrs|Ms|Dr|St|Inc|Ltd|Co|vs|U\.S|U\.K|U\.N)\.|\b[A-Z]\.)$"
 )
@@ -44,7 +47,8 @@ _ABBREVIATION_BEFORE = re.compile(
 def split_sentences(text: str) -> list[str]:
     """Split a passage into sentences and bullet items, keeping the words as they stand."""
     pieces: list[str] = []
-    for block in _BULLETS.split(text):
+    text = _MARKER_BREAK.sub("\\1\n", text)
+    for block in re.split(r"\n|" + _BULLETS.pattern, text):
         start = 0
         for match in _END.finditer(block):
             candidate = block[start : match.start()].rstrip()
@@ -57,3 +61,46 @@ def split_sentences(text: str) -> list[str]:
         if rest:
             pieces.append(rest)
     return pieces
+
+
+_BULLET_START = re.compile(r"^\s*(?:[»•▪●◦■□➢➤✓\-–]|\(?[a-z0-9]{1,2}[.)])\s+")
+_CONTINUES = (",", "(", "-", "–", "—", "/", "&", " and", " or", " of", " the", " to", " in", " for")
+
+
+def page_blocks(page_text: str) -> list[str]:
+    """Join a page's lines into blocks (paragraphs, headings, list items, captions).
+
+    Wrapped prose lines run close to full width; a line much shorter than the page's
+    usual line ends its block (a heading, a caption, the last line of a paragraph or of a
+    list item), unless it visibly continues (a comma, a hyphen, 'and').  A bullet or an
+    item marker always starts a new block.
+    """
+    lines = [line.strip() for line in page_text.split("\n")]
+    lengths = sorted(len(line) for line in lines if line)
+    if not lengths:
+        return []
+    usual = lengths[int(len(lengths) * 0.75)]
+    blocks: list[str] = []
+    current: list[str] = []
+    for line in lines:
+        if not line:
+            if current:
+                blocks.append(" ".join(current))
+                current = []
+            continue
+        if current and _BULLET_START.match(line):
+            blocks.append(" ".join(current))
+            current = []
+        current.append(line)
+        short = len(line) < 0.6 * usual
+        if short and not line.lower().endswith(_CONTINUES):
+            blocks.append(" ".join(current))
+            current = []
+    if current:
+        blocks.append(" ".join(current))
+    return [collapse_whitespace(b) for b in blocks if b.strip()]
+
+
+def page_sentences(page_text: str) -> list[str]:
+    """The sentences and list items of a page, words as they stand."""
+    return [sentence for block in page_blocks(page_text) for sentence in split_sentences(block)]
