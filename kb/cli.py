@@ -262,8 +262,13 @@ _EXTRA_COMMANDS: list = []
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from kb.settings import SettingsError
+
     try:
         return args.run(args)
+    except SettingsError as error:
+        print(f"kb: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -276,3 +281,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["main", "build_parser", "replace"]
+_EXTRA_COMMANDS.append(__import__("kb.backup", fromlist=["register_commands"]).register_commands)

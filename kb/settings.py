@@ -8,7 +8,7 @@ backend live in ``kb/prompts.py``; everything tunable lives here.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 # Make sure no library phones home or tries to download a model, whatever imports first.
@@ -18,8 +18,46 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+class SettingsError(ValueError):
+    """An environment variable holds a value its setting cannot take."""
+
+
+def _convert(raw: str, current):
+    """``raw`` as the type of the default ``current``."""
+    if isinstance(current, Path):
+        return Path(raw)
+    if isinstance(current, bool):
+        return raw.lower() in {"1", "true", "yes", "on"}
+    if isinstance(current, int):
+        return int(raw)
+    if isinstance(current, float):
+        return float(raw)
+    return raw
+
+
+# Settings that an environment variable may override: field name → variable.
+ENV_VARIABLES: dict[str, str] = {
+    "data_dir": "KB_DATA_DIR",
+    "documents_dir": "KB_DOCUMENTS_DIR",
+    "chroma_url": "KB_CHROMA_URL",
+    "collection": "KB_COLLECTION",
+    "embed_backend": "KB_EMBED_BACKEND",
+    "embed_batch_size": "KB_EMBED_BATCH_SIZE",
+    "chunk_tokens": "KB_CHUNK_TOKENS",
+    "chunk_overlap_tokens": "KB_CHUNK_OVERLAP",
+    "extract_timeout_s": "KB_EXTRACT_TIMEOUT",
+    "extract_memory_mb": "KB_EXTRACT_MEMORY_MB",
+    "upload_max_mb": "KB_UPLOAD_MAX_MB",
+    "top_k": "KB_TOP_K",
+    "dense_source": "KB_DENSE_SOURCE",
+    "fusion": "KB_FUSION",
+    "abstain_threshold": "KB_ABSTAIN_THRESHOLD",
+    "llm": "KB_LLM",
+    "llm_base_url": "KB_LLM_BASE_URL",
+    "llm_api_key": "KB_LLM_API_KEY",
+    "staff_password": "KB_STAFF_PASSWORD",
+    "themes_file": "KB_THEMES_FILE",
+}
 
 
 @dataclass(frozen=True)
@@ -65,18 +103,29 @@ class Settings:
 
     # --- answers ------------------------------------------------------------------
     answer_max_sentences: int = 5
+    answer_list_items: int = 6  # list items quoted under a sentence that introduces them
     answer_candidate_passages: int = 8  # passages whose sentences may be quoted
     answer_sentences_embedded: int = 24  # most promising sentences scored with the model
     sentence_similarity_weight: float = 0.6  # sentence score = w1 * cosine to the question
     sentence_overlap_weight: float = 0.4  #                   + w2 * rare-term overlap
     passage_score_weight: float = 0.2  #                   + w3 * the passage's retrieval score
-    lesson_bonus: float = 0.05  # for lesson/recommendation sentences when asked what works
+    lesson_bonus: float = 0.08  # for lesson/recommendation sentences when asked what works
     number_bonus: float = 0.05  # for sentences with figures when asked how many / how much
     answer_min_relative_score: float = 0.75  # later sentences need this share of the best score
     abstain_threshold: float = 0.88  # KB_ABSTAIN_THRESHOLD: abstain below this relevance
     abstain_passages: int = 3  # relevance: question-term coverage of this many top passages
     related_reading: int = 3
     near_duplicate_similarity: float = 0.9
+
+    # --- tagging: themes and passage types (kb/themes.py) ---------------------------
+    themes_file: str = ""  # KB_THEMES_FILE: the taxonomy (default: kb/data/themes.json)
+    theme_threshold: float = 0.52  # tag when cosine to the theme + term support reaches this
+    theme_term_weight: float = 0.2  # term support = weight * min(terms + r * related words, cap)
+    theme_related_weight: float = 0.25  # r: a related word counts this share of a term
+    theme_term_cap: float = 2.0
+    theme_max_per_chunk: int = 3
+    passage_type_min_score: float = 2.0  # cue points a passage type needs (else none)
+    tag_reference_density: float = 0.06  # chunks reading like references get no tags
 
     # --- optional LLM backend -----------------------------------------------------
     llm: str = ""  # KB_LLM: "" (off), "ollama:MODEL" or "openai:MODEL"
@@ -94,44 +143,17 @@ class Settings:
     def from_env(cls, **overrides) -> "Settings":
         base = cls()
         values = {}
-        env_names = {
-            "data_dir": "KB_DATA_DIR",
-            "documents_dir": "KB_DOCUMENTS_DIR",
-            "chroma_url": "KB_CHROMA_URL",
-            "collection": "KB_COLLECTION",
-            "embed_backend": "KB_EMBED_BACKEND",
-            "embed_batch_size": "KB_EMBED_BATCH_SIZE",
-            "chunk_tokens": "KB_CHUNK_TOKENS",
-            "chunk_overlap_tokens": "KB_CHUNK_OVERLAP",
-            "extract_timeout_s": "KB_EXTRACT_TIMEOUT",
-            "extract_memory_mb": "KB_EXTRACT_MEMORY_MB",
-            "upload_max_mb": "KB_UPLOAD_MAX_MB",
-            "top_k": "KB_TOP_K",
-            "dense_source": "KB_DENSE_SOURCE",
-            "fusion": "KB_FUSION",
-            "abstain_threshold": "KB_ABSTAIN_THRESHOLD",
-            "llm": "KB_LLM",
-            "llm_base_url": "KB_LLM_BASE_URL",
-            "llm_api_key": "KB_LLM_API_KEY",
-            "staff_password": "KB_STAFF_PASSWORD",
-        }
-        types = {f.name: f.type for f in fields(cls)}
-        for name, env_name in env_names.items():
+        for name, env_name in ENV_VARIABLES.items():
             raw = os.environ.get(env_name)
             if raw is None or raw == "":
                 continue
             current = getattr(base, name)
-            if isinstance(current, Path):
-                values[name] = Path(raw)
-            elif isinstance(current, bool):
-                values[name] = raw.lower() in {"1", "true", "yes", "on"}
-            elif isinstance(current, int):
-                values[name] = int(raw)
-            elif isinstance(current, float):
-                values[name] = float(raw)
-            else:
-                values[name] = raw
-        del types
+            try:
+                values[name] = _convert(raw, current)
+            except ValueError:
+                raise SettingsError(
+                    f"{env_name}={raw!r} is not valid: a {type(current).__name__} is expected"
+                ) from None
         values.update(overrides)
         return replace(base, **values)
 
