@@ -65,6 +65,7 @@ def subject_terms(previous: str, question: str) -> list[str]:
     old_names = _proper_nouns(previous) if new_names else set()
     carried = []
     for word in _WORD.findall(previous):
+        word = word.strip("'’")
         lowered = word.lower()
         if lowered in _NOT_SUBJECT or lowered in own or word in old_names or len(word) < 3:
             continue

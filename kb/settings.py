@@ -102,7 +102,7 @@ class Settings:
     bm25_b: float = 0.75
 
     # --- answers ------------------------------------------------------------------
-    answer_max_sentences: int = 5
+    answer_max_sentences: int = 6
     answer_list_items: int = 6  # list items quoted under a sentence that introduces them
     answer_candidate_passages: int = 8  # passages whose sentences may be quoted
     answer_sentences_embedded: int = 24  # most promising sentences scored with the model
@@ -111,7 +111,7 @@ class Settings:
     passage_score_weight: float = 0.2  #                   + w3 * the passage's retrieval score
     lesson_bonus: float = 0.08  # for lesson/recommendation sentences when asked what works
     number_bonus: float = 0.05  # for sentences with figures when asked how many / how much
-    answer_min_relative_score: float = 0.75  # later sentences need this share of the best score
+    answer_min_relative_score: float = 0.7  # later sentences need this share of the best score
     abstain_threshold: float = 0.88  # KB_ABSTAIN_THRESHOLD: abstain below this relevance
     abstain_passages: int = 3  # relevance: question-term coverage of this many top passages
     related_reading: int = 3
