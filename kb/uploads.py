@@ -35,6 +35,7 @@ from email.message import Message
 from pathlib import Path
 
 from ingest.reader import ReadError, check_is_pdf
+from kb.records import DocumentMeta
 
 #: Longest file name written (bytes of UTF-8), well under every file system's limit.
 MAX_NAME_BYTES = 120
@@ -128,7 +129,8 @@ def _megabytes(size: int) -> str:
 
 
 def target_path(folder: Path, file_name: str) -> Path:
-    """``folder / file_name`` after checking the result stays directly inside ``folder``."""
+    """``folder / file_name`` after checking that the name is a plain, visible PDF file name
+    and that the result stays directly inside ``folder`` (``UploadError`` otherwise)."""
     folder = Path(folder).resolve()
     name = str(file_name or "")
     if (
@@ -380,7 +382,7 @@ def clean_metadata(title: str, organisation: str, year: str | int | None, url: s
     }
 
 
-def update_document_metadata(service, doc_id: str, **fields) -> tuple[object, str]:
+def update_document_metadata(service, doc_id: str, **fields) -> tuple[DocumentMeta, str]:
     """Edit a document's metadata; returns the updated document and a note for staff.
 
     The knowledge base is updated at once; the documents folder's ``catalogue.csv`` gets
