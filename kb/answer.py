@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,6 +39,8 @@ _ASKS_WHAT_WORKS = re.compile(
     re.IGNORECASE,
 )
 _LESSON_CUE = re.compile(
+    r"^(call|contact|report|ensure|avoid|do not|never|always|engage|conduct|provide|use|consider|refer|"
+    r"document|establish|strengthen|promote|develop|train|include|involve|make sure)\b|"
     r"\b(lessons? learn\w*|good practice|promising practice|best practice|should|recommend\w*|"
     r"it is (essential|important|crucial|necessary)|must|need(s|ed)? to|key to|effective|"
     r"ensure|encourag\w*|avoid|do not)\b",
@@ -64,6 +66,7 @@ class _Candidate:
     is_lesson: bool = False
     has_number: bool = False
     page: int = 0
+    items: list[str] = field(default_factory=list)  # list items the sentence introduces
 
 
 class ExtractiveAnswerer:
@@ -152,7 +155,7 @@ class ExtractiveAnswerer:
         candidates: list[_Candidate] = []
         seen: set[str] = set()
         for rank, passage in enumerate(passages):
-            for sentence, page in self._passage_sentences(passage):
+            for sentence, page, items in self._passage_sentences(passage):
                 if sentence in seen or not _usable(sentence):
                     continue
                 seen.add(sentence)
@@ -160,7 +163,7 @@ class ExtractiveAnswerer:
                 overlap = sum(weights[t] for t in question_terms & terms) / total
                 candidates.append(
                     _Candidate(
-                        rank, passage, sentence, page=page, overlap=overlap,
+                        rank, passage, sentence, page=page, overlap=overlap, items=items,
                         is_lesson=bool(_LESSON_CUE.search(sentence)),
                         has_number=bool(_NUMBER.search(sentence)),
                     )
@@ -186,19 +189,27 @@ class ExtractiveAnswerer:
         candidates.sort(key=lambda c: -c.score)
         return candidates
 
-    def _passage_sentences(self, passage: Passage) -> list[tuple[str, int]]:
+    def _passage_sentences(self, passage: Passage) -> list[tuple[str, int, list[str]]]:
         """Whole sentences of the passage's pages that lie (at least partly) inside the
-        passage, each with its page.  Taken from the page text rather than the chunk so
-        that a sentence cut by a chunk boundary is quoted whole."""
+        passage, each with its page and the list items that follow it on the page.
+
+        Taken from the page text rather than the chunk so that a sentence cut by a chunk
+        boundary is quoted whole, and a sentence that introduces a list brings its items.
+        """
         chunk = passage.chunk
         body = normalise_for_matching(chunk.text)
-        found: list[tuple[str, int]] = []
+        found: list[tuple[str, int, list[str]]] = []
         for page in range(chunk.page_start, chunk.page_end + 1):
-            text = self.kb.ledger.page_text(chunk.doc_id, page) or ""
-            for sentence in page_sentences(text):
+            sentences = page_sentences(self.kb.ledger.page_text(chunk.doc_id, page) or "")
+            for position, (sentence, _) in enumerate(sentences):
                 key = normalise_for_matching(sentence)
                 if key in body or key[:60] in body or key[-60:] in body:
-                    found.append((sentence, page))
+                    items = []
+                    for following, is_item in sentences[position + 1 :]:
+                        if not is_item or len(items) == self.settings.answer_list_items:
+                            break
+                        items.append(following)
+                    found.append((sentence, page, items))
         return found
 
     def _choose(self, candidates: list[_Candidate]) -> list[_Candidate]:
@@ -226,18 +237,21 @@ class ExtractiveAnswerer:
             if not verify_against_ledger(ledger, chunk.doc_id, page, candidate.sentence):
                 continue  # never cite what cannot be found on the page
             key = (chunk.chunk_id, page)
+            quoted = [candidate.sentence] + [i for i in candidate.items if _usable_item(i)]
+            candidate.items = [i for i in quoted[1:] if verify_against_ledger(ledger, chunk.doc_id, page, i)]
             if key not in citations:
                 citations[key] = _citation(len(citations) + 1, candidate.passage, page)
                 citations[key].page_label = ledger.page_label(chunk.doc_id, page)
-                citations[key].quote = candidate.sentence
+                citations[key].quote = QUOTE_JOINER.join([candidate.sentence, *candidate.items])
             else:
-                citations[key].quote += QUOTE_JOINER + candidate.sentence
+                citations[key].quote += QUOTE_JOINER + QUOTE_JOINER.join([candidate.sentence, *candidate.items])
             located.append((candidate, citations[key]))
         if not located:
             return Answer(question=question, answer="", resolved_question=resolved, backend=self.backend)
 
         lead, lead_citation = located[0]
         lines = [f"{lead.sentence} [{lead_citation.n}]"]
+        lines.extend(f"- {item} [{lead_citation.n}]" for item in lead.items)
         rest = located[1:]
         organisations = list(dict.fromkeys(c.passage.document.organisation or "Other sources" for c, _ in rest))
         grouped = len(organisations) > 1
@@ -250,6 +264,7 @@ class ExtractiveAnswerer:
             for candidate, citation in rest:
                 if (candidate.passage.document.organisation or "Other sources") == organisation:
                     lines.append(f"- {candidate.sentence} [{citation.n}]")
+                    lines.extend(f"    - {item} [{citation.n}]" for item in candidate.items)
         return Answer(
             question=question,
             answer="\n".join(lines),
@@ -286,7 +301,14 @@ def _usable(sentence: str) -> bool:
         return False  # starts mid-sentence: the rest is on the previous page
     if "http" in sentence or sentence.lower().startswith(("retrieved", "available at")):
         return False
+    if sum(ch.isupper() for ch in sentence) > 0.5 * letters:
+        return False  # a heading in capitals
     return not _NUMBERED_LIST_START.match(sentence) or len(words) > 8
+
+
+def _usable_item(item: str) -> bool:
+    """A list item worth quoting under the sentence that introduces it."""
+    return 2 <= len(item.split()) <= 90 and sum(ch.isalpha() for ch in item) >= 0.5 * len(item)
 
 
 def _citation(n: int, passage: Passage, page: int) -> Citation:

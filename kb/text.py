@@ -67,8 +67,9 @@ _BULLET_START = re.compile(r"^\s*(?:[»•▪●◦■□➢➤✓\-–]|\(?[a-z
 _CONTINUES = (",", "(", "-", "–", "—", "/", "&", " and", " or", " of", " the", " to", " in", " for")
 
 
-def page_blocks(page_text: str) -> list[str]:
-    """Join a page's lines into blocks (paragraphs, headings, list items, captions).
+def page_blocks(page_text: str) -> list[tuple[str, bool]]:
+    """Join a page's lines into blocks (paragraphs, headings, list items, captions), each
+    with whether it is a list item.
 
     Wrapped prose lines run close to full width; a line much shorter than the page's
     usual line ends its block (a heading, a caption, the last line of a paragraph or of a
@@ -80,27 +81,34 @@ def page_blocks(page_text: str) -> list[str]:
     if not lengths:
         return []
     usual = lengths[int(len(lengths) * 0.75)]
-    blocks: list[str] = []
+    blocks: list[tuple[str, bool]] = []
     current: list[str] = []
+
+    def close() -> None:
+        if current:
+            text = collapse_whitespace(" ".join(current))
+            is_item = bool(_BULLET_START.match(current[0]))
+            blocks.append((_BULLET_START.sub("", text, count=1) if is_item else text, is_item))
+            current.clear()
+
     for line in lines:
         if not line:
-            if current:
-                blocks.append(" ".join(current))
-                current = []
+            close()
             continue
         if current and _BULLET_START.match(line):
-            blocks.append(" ".join(current))
-            current = []
+            close()
         current.append(line)
-        short = len(line) < 0.6 * usual
-        if short and not line.lower().endswith(_CONTINUES):
-            blocks.append(" ".join(current))
-            current = []
-    if current:
-        blocks.append(" ".join(current))
-    return [collapse_whitespace(b) for b in blocks if b.strip()]
+        if len(line) < 0.6 * usual and not line.lower().endswith(_CONTINUES):
+            close()
+    close()
+    return [(text, is_item) for text, is_item in blocks if text.strip()]
 
 
-def page_sentences(page_text: str) -> list[str]:
-    """The sentences and list items of a page, words as they stand."""
-    return [sentence for block in page_blocks(page_text) for sentence in split_sentences(block)]
+def page_sentences(page_text: str) -> list[tuple[str, bool]]:
+    """The sentences of a page in reading order, words as they stand, each with whether
+    it belongs to a list item."""
+    return [
+        (sentence, is_item)
+        for block, is_item in page_blocks(page_text)
+        for sentence in split_sentences(block)
+    ]
