@@ -48,7 +48,8 @@ def _parse_year(value: str | None) -> int | None:
 def _read_rows(path: Path, delimiter: str) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         return [
-            {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+            # Fields beyond the header (an unquoted comma) come under the key None as a list: ignored.
+            {k.strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
             for row in csv.DictReader(handle, delimiter=delimiter)
         ]
 

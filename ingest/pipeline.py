@@ -195,6 +195,9 @@ def _classify(
             )
         elif kb.ledger.document_status(doc_id) == "ready":  # known bytes under a path not yet recorded
             kb.ledger.record_file(str(path), path.name, doc_id, len(data), "ok")
+            document = kb.ledger.document(doc_id)
+            if document and document.file not in {r["name"] for r in kb.ledger.file_rows() if r["doc_id"] == doc_id}:
+                kb.ledger.rename_document_file(doc_id, path.name)  # its first file is gone: cite this one
             report.results.append(FileResult(file=path.name, status="unchanged", doc_id=doc_id))
         else:
             seen_in_run[doc_id] = path.name
@@ -274,8 +277,14 @@ def remove(kb: KnowledgeBase, target: str) -> list[str]:
     The documents folder is the source of truth, so the source file leaves it too: it is
     moved (not deleted) into ``<data dir>/removed/``, from where it can be put back.
     """
+    target = target.strip()
     rows = kb.ledger.file_rows()
-    matches = {r["doc_id"] for r in rows if r["doc_id"] and (r["name"] == target or r["doc_id"].startswith(target))}
+    by_id = len(target) >= 6  # an id prefix must be long enough to mean one document
+    matches = {
+        r["doc_id"]
+        for r in rows
+        if r["doc_id"] and (r["name"] == target or (by_id and r["doc_id"].startswith(target)))
+    }
     if not matches:
         raise KeyError(f"no document matches {target!r} (give a file name or a document id)")
     if len(matches) > 1:
@@ -291,5 +300,7 @@ def remove(kb: KnowledgeBase, target: str) -> list[str]:
                     trash.mkdir(parents=True, exist_ok=True)
                     source.replace(trash / f"{time.strftime('%Y%m%d-%H%M%S')}-{source.name}")
                 kb.ledger.forget_file(r["path"])
+        kb.mark_dirty(True)  # a crash between ledger and Chroma leaves vectors for repair()
         kb.remove_document(doc_id)
+        kb.mark_dirty(False)
     return names

@@ -35,11 +35,11 @@ def sniff_format(data: bytes) -> str:
     head = data[:1024].lstrip()
     if not data:
         return "empty"
+    if head.startswith(b"PK\x03\x04"):  # before the PDF check: a ZIP may store PDFs uncompressed
+        return "zip"
     if b"%PDF-" in data[:1024]:
         return "pdf"
     lowered = head[:512].lower()
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"
     if lowered.startswith((b"<!doctype html", b"<html")) or b"<html" in lowered:
         return "html"
     if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8\xff"):
@@ -101,14 +101,22 @@ def read_pdf(data: bytes, *, max_pages: int = 5000, min_chars_per_page: int = 25
 
     Raises ``ReadError`` for empty files, non-PDF content, corrupt or truncated files,
     encrypted files (after trying the empty password), files claiming more than
-    ``max_pages`` pages, and files with no extractable text (image-only: needs OCR).
+    ``max_pages`` pages, files tripping one of pypdf's safety limits (a decompression
+    bomb, a page tree nested too deeply) and files with no extractable text (image-only:
+    needs OCR).
     """
     from pypdf import PdfReader
-    from pypdf.errors import FileNotDecryptedError, PdfReadError
+    from pypdf.errors import FileNotDecryptedError, LimitReachedError, PdfReadError
 
     check_is_pdf(data)
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
+    except LimitReachedError as error:
+        raise ReadError(_limit_reason(error)) from None
+    except RecursionError:
+        raise ReadError(_NESTED) from None
+    except MemoryError:  # the worker's memory bound: reported as such, not as corruption
+        raise
     except Exception as error:  # pypdf raises many types for broken files
         raise ReadError(f"corrupt or truncated PDF ({_short(error)})") from None
 
@@ -121,8 +129,17 @@ def read_pdf(data: bytes, *, max_pages: int = 5000, min_chars_per_page: int = 25
         if not _can_read(reader):
             raise ReadError("encrypted PDF: a password is required to open it")
 
+    declared = _declared_page_count(reader)
+    if declared > max_pages:  # before walking the page tree: a claim of 100,000 pages is not walked
+        raise ReadError(f"refused: the file claims {declared:,} pages (limit {max_pages:,})")
     try:
         count = len(reader.pages)
+    except LimitReachedError as error:
+        raise ReadError(_limit_reason(error)) from None
+    except RecursionError:
+        raise ReadError(_NESTED) from None
+    except MemoryError:
+        raise
     except Exception as error:
         raise ReadError(f"corrupt or truncated PDF ({_short(error)})") from None
     if count == 0:
@@ -134,20 +151,54 @@ def read_pdf(data: bytes, *, max_pages: int = 5000, min_chars_per_page: int = 25
     pages: list[Page] = []
     warnings: list[str] = []
     failed_pages = 0
+    first_failure = ""
     for index in range(count):
         try:
             text = reader.pages[index].extract_text() or ""
+        except LimitReachedError as error:  # one bomb is enough to refuse the whole file
+            raise ReadError(_limit_reason(error, page=index + 1)) from None
+        except MemoryError:
+            raise
         except Exception as error:
             failed_pages += 1
-            warnings.append(f"page {index + 1} could not be parsed ({_short(error)}); skipped")
+            why = "objects nested too deeply" if isinstance(error, RecursionError) else _short(error)
+            first_failure = first_failure or why
+            warnings.append(f"page {index + 1} could not be parsed ({why}); skipped")
             text = ""
         pages.append(Page(index=index + 1, label=labels[index], text=text))
 
     if failed_pages == count:
-        raise ReadError("corrupt PDF: no page could be parsed")
+        raise ReadError(f"corrupt PDF: no page could be parsed ({first_failure[:120]})")
     if all(len(page.text.strip()) < min_chars_per_page for page in pages):
         raise ReadError("no extractable text (image-only or scanned PDF: needs OCR)")
     return PdfContent(pages=pages, info=_document_info(reader), warnings=warnings, page_count=count)
+
+
+_NESTED = "corrupt PDF: objects nested too deeply to read"
+
+
+def _declared_page_count(reader) -> int:
+    """The /Count of the root page tree, as the file states it (0 when unreadable).
+
+    Read without walking the tree, so that a file claiming an absurd number of pages is
+    refused at once; a file whose claim is too low is still caught after the walk.
+    """
+    try:
+        pages = reader.trailer["/Root"].get_object()["/Pages"].get_object()
+        count = pages.get("/Count")
+        count = count.get_object() if count is not None else 0
+        return int(count) if isinstance(count, (int, float)) and not isinstance(count, bool) else 0
+    except Exception:  # RecursionError included: the walk that follows reports the damage
+        return 0
+
+
+def _limit_reason(error: BaseException, page: int | None = None) -> str:
+    """One line for a pypdf safety limit that a file tripped."""
+    message = _short(error)
+    where = f" on page {page}" if page else ""
+    if "decompress" in message.lower() or "output bytes" in message.lower():
+        return f"refused: a compressed stream{where} inflates past the reader's safety limit (decompression bomb?)"
+    return f"refused: the file exceeds a safety limit of the PDF reader{where} ({message})"
 
 
 def _can_read(reader) -> bool:

@@ -7,17 +7,21 @@ Consistency rules, in one place:
   * every read path (search, stats) trusts only ``ready`` rows, so a half-written
     document is never seen;
   * ``repair()`` removes what an interrupted run left behind: pending documents,
-    vectors without a ready ledger row, and documents no file refers to any more.
+    vectors without a ready ledger row, and documents no file refers to any more;
+  * so a collection must have one ledger only: on a Chroma server (where the collection
+    lives apart from the data folder) it is bound to the ledger that first opened it, and
+    any other ledger is refused (``kb.store.StoreOwnershipError``).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import uuid
 
 import numpy as np
 
-from kb.embed import get_embedder, text_key
+from kb.embed import MAX_WORD_PIECES, count_tokens, get_embedder, text_key
 from kb.ledger import Ledger
 from kb.records import Chunk, DocumentMeta, Page
 from kb.settings import Settings, get_settings
@@ -26,13 +30,31 @@ from kb.settings import Settings, get_settings
 def embedding_text(chunk: Chunk, document: DocumentMeta) -> str:
     """What the model embeds for a chunk: a short context header, then the passage.
 
-    The header (title and section heading, a few words each) lets a question that names
-    a country or an organisation find passages that do not repeat the name themselves.
-    Chunks leave room for it within the model's 256 word pieces.
+    The header (title and section heading) lets a question that names a country or an
+    organisation find passages that do not repeat the name themselves.  It is cut, in the
+    model's own word pieces, to what the passage leaves of the model's input limit, so the
+    passage itself is never truncated.
     """
-    title = " ".join(document.title.split()[:12])
-    heading = " ".join(chunk.heading.split()[:8])
-    return "\n".join(part for part in (title, heading, chunk.text) if part)
+    budget = MAX_WORD_PIECES - 2 - count_tokens(chunk.text) - 2  # specials, two line breaks
+    parts = []
+    for extra, limit in ((document.title, 30), (chunk.heading, 15)):
+        piece = _first_word_pieces(" ".join(extra.split()), min(limit, budget))
+        if piece:
+            parts.append(piece)
+            budget -= count_tokens(piece)
+    return "\n".join([*parts, chunk.text])
+
+
+def _first_word_pieces(text: str, limit: int) -> str:
+    """The longest start of ``text`` (cut at a word) that is at most ``limit`` word pieces."""
+    if limit <= 0 or not text:
+        return ""
+    if count_tokens(text) <= limit:
+        return text
+    words = text.split()
+    while words and count_tokens(" ".join(words)) > limit:
+        words.pop()
+    return " ".join(words)
 
 
 class KnowledgeBase:
@@ -52,8 +74,20 @@ class KnowledgeBase:
             if self._store is None:
                 from kb.store import VectorStore
 
-                self._store = VectorStore(self.settings)
+                store = VectorStore(self.settings)
+                if self.settings.chroma_url:  # a shared server: the collection must be this ledger's
+                    store.claim(self.ledger_id())
+                self._store = store
             return self._store
+
+    def ledger_id(self) -> str:
+        """A random identity of this ledger, made once and kept in its ``meta`` table."""
+        existing = self.ledger.get_meta("ledger_id")
+        if existing:
+            return existing
+        with self.ledger.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('ledger_id', ?)", (uuid.uuid4().hex,))
+        return self.ledger.get_meta("ledger_id")
 
     @property
     def embedder(self):
@@ -101,6 +135,9 @@ class KnowledgeBase:
         """Store a document and make it visible atomically.  Returns texts newly embedded."""
         texts = [embedding_text(c, meta) for c in chunks]
         vectors, keys, embedded = self.embed_cached(texts)
+        from kb.themes import tag_new_chunks  # themes and passage type of every chunk
+
+        tag_new_chunks(self, chunks, vectors)
         self.ledger.write_pending_document(meta, pages, chunks, keys, terms, warnings)
         self.store.add(chunks, meta, vectors)
         with self.ledger.transaction() as db:
@@ -127,6 +164,13 @@ class KnowledgeBase:
         if chunks:
             self.store.update_metadata(chunks, document)
         return document
+
+    def retag(self):
+        """Re-tag every stored chunk with the current taxonomy and settings (ledger and
+        Chroma metadata); returns a ``kb.themes.RetagReport``."""
+        from kb.themes import retag_knowledge_base
+
+        return retag_knowledge_base(self)
 
     def chunks_of(self, doc_id: str) -> list[Chunk]:
         rows = self.ledger._db.execute(

@@ -184,6 +184,11 @@ class Ledger:
             _delete_document_rows(db, doc_id)
             self.bump_generation(db)
 
+    def rename_document_file(self, doc_id: str, name: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE documents SET file=? WHERE doc_id=?", (name, doc_id))
+            self.bump_generation(db)
+
     def update_document_meta(self, doc_id: str, **fields) -> None:
         allowed = {"title", "organisation", "year", "url", "language"}
         unknown = set(fields) - allowed

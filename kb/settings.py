@@ -119,7 +119,7 @@ class Settings:
 
     # --- tagging: themes and passage types (kb/themes.py) ---------------------------
     themes_file: str = ""  # KB_THEMES_FILE: the taxonomy (default: kb/data/themes.json)
-    theme_threshold: float = 0.52  # tag when cosine to the theme + term support reaches this
+    theme_threshold: float = 0.54  # tag when cosine to the theme + term support reaches this
     theme_term_weight: float = 0.2  # term support = weight * min(terms + r * related words, cap)
     theme_related_weight: float = 0.25  # r: a related word counts this share of a term
     theme_term_cap: float = 2.0

@@ -11,9 +11,14 @@ _HYPHEN_BREAK = re.compile(r"(\w)[-\u00ad]\n[ \t]*([a-z])")
 _CHARACTER_FIXES = str.maketrans({"\u00ad": "", "\ufffe": "", "\u200e": "", "\u200f": ""})
 
 
+_SOFT_BREAK = re.compile(r"(\w)\u00ad[ \t]*\n[ \t]*")
+
+
 def normalise_characters(text: str) -> str:
-    """Unicode NFKC (turns ligatures like 'ﬁ' into 'fi') and drop invisible characters."""
-    return unicodedata.normalize("NFKC", text).translate(_CHARACTER_FIXES)
+    """Unicode NFKC (turns ligatures like 'ﬁ' into 'fi') and drop invisible characters;
+    a soft hyphen at a line break joins the two halves of the word."""
+    text = _SOFT_BREAK.sub(r"\1", unicodedata.normalize("NFKC", text))
+    return text.translate(_CHARACTER_FIXES)
 
 
 def join_hyphenated_words(text: str) -> str:
