@@ -276,9 +276,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 __all__ = ["main", "build_parser", "replace"]
 _EXTRA_COMMANDS.append(__import__("kb.backup", fromlist=["register_commands"]).register_commands)
+from kb.exchange_map import register_commands; _EXTRA_COMMANDS.append(register_commands)  # noqa: E402,E702
+
+
+if __name__ == "__main__":
+    sys.exit(main())
