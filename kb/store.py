@@ -16,6 +16,13 @@ from kb.records import Chunk, DocumentMeta
 from kb.settings import Settings
 
 ADD_BATCH = 512
+#: Collection metadata key naming the ledger a (server-side) collection belongs to.
+OWNER_KEY = "kb_ledger_id"
+
+
+class StoreOwnershipError(RuntimeError):
+    """The Chroma collection belongs to another ledger (server mode): using it from this
+    data folder would let ingest's clean-up delete the other ledger's vectors."""
 
 
 def _chroma():
@@ -122,6 +129,34 @@ class VectorStore:
             configuration={"hnsw": {"space": "cosine"}},
         )
 
+    def claim(self, ledger_id: str) -> None:
+        """Bind the collection to the ledger ``ledger_id``; refuse one bound to another.
+
+        Used in server mode, where the collection lives apart from the data folder: the
+        ledger decides what is visible and ingest deletes vectors the ledger does not
+        know, so two ledgers writing one collection would erase each other's documents.
+        A collection with no owner yet (new, or made before this check) is adopted.
+        """
+        owner = (self.collection.metadata or {}).get(OWNER_KEY)
+        if owner == ledger_id:
+            return
+        if not owner:
+            metadata = dict(self.collection.metadata or {})
+            metadata[OWNER_KEY] = ledger_id
+            self.collection.modify(metadata=metadata)
+            fresh = self.client.get_collection(self.settings.collection, embedding_function=embedding_function(self.settings))
+            owner = (fresh.metadata or {}).get(OWNER_KEY)  # another ledger may have won a race
+            if owner == ledger_id:
+                self.collection = fresh
+                return
+        where = self.settings.chroma_url or str(self.settings.chroma_dir)
+        raise StoreOwnershipError(
+            f"the Chroma collection {self.settings.collection!r} at {where} belongs to another ledger "
+            f"({owner}), not to the one in {self.settings.data_dir} ({ledger_id}). Every instance that "
+            "shares a Chroma server must share one data folder (KB_DATA_DIR); use another KB_COLLECTION "
+            "for a separate knowledge base."
+        )
+
     def add(self, chunks: list[Chunk], document: DocumentMeta, vectors: np.ndarray) -> None:
         for start in range(0, len(chunks), ADD_BATCH):
             batch = chunks[start : start + ADD_BATCH]
@@ -160,13 +195,13 @@ class VectorStore:
         return self.collection.count()
 
     def query(self, vector: np.ndarray, n: int, where: dict | None = None) -> list[tuple[str, float]]:
-        """Nearest chunk ids with cosine similarity, best first."""
-        total = self.count()
-        if total == 0:
-            return []
+        """Nearest chunk ids with cosine similarity, best first.
+
+        Chroma returns fewer than ``n`` (none for an empty collection) by itself, so there
+        is no ``count()`` first: on a server that would be a second round trip per query."""
         result = self.collection.query(
             query_embeddings=[np.asarray(vector, dtype=np.float32)],
-            n_results=min(n, total),
+            n_results=max(1, n),
             where=where or None,
             include=["distances"],
         )
