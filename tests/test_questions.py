@@ -1,0 +1,69 @@
+"""Questions of every odd shape get a clear response, never a crash, and document text is
+returned as text (the app escapes it; here: nothing is interpreted)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import make_pdf
+
+ODD_QUESTIONS = [
+    "",
+    "   ",
+    "trafficking " * 1500,  # about 18,000 characters
+    "What about\x00 shelters\x07 for\x1b[31m victims?",
+    "¿Qué servicios necesitan las víctimas de la trata?",
+    "Что делать с жертвами торговли людьми?",
+    "**bold** [link](http://evil.example) <script>alert(1)</script> shelters?",
+    "?!?!",
+]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    import os
+
+    from kb.service import Service
+    from kb.settings import get_settings
+
+    root = tmp_path_factory.mktemp("questions")
+    documents = root / "documents"
+    make_pdf(
+        documents / "shelters.pdf",
+        [
+            "Shelters for victims of trafficking should offer safe accommodation, medical care and legal aid.\n"
+            "Case workers should develop an individual plan with each survivor.",
+            "Victims who are children need child-friendly services and a guardian.",
+        ],
+    )
+    old = {k: os.environ.get(k) for k in ("KB_DATA_DIR", "KB_DOCUMENTS_DIR")}
+    os.environ["KB_DATA_DIR"], os.environ["KB_DOCUMENTS_DIR"] = str(root / "data"), str(documents)
+    try:
+        svc = Service(get_settings())
+        svc.ingest([documents])
+        yield svc
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.mark.parametrize("question", ODD_QUESTIONS, ids=range(len(ODD_QUESTIONS)))
+def test_odd_questions_get_a_clear_response(service, question):
+    answer = service.ask(question)
+    assert isinstance(answer.answer, str) and answer.answer.strip()
+    for citation in answer.citations:
+        assert citation.quote and citation.page >= 1
+
+
+def test_an_empty_question_asks_for_one(service):
+    answer = service.ask("  ")
+    assert answer.abstained and "question" in answer.answer.lower()
+
+
+def test_a_real_question_is_answered_with_a_citation(service):
+    answer = service.ask("What should shelters for trafficking victims offer?")
+    assert not answer.abstained and answer.citations
+    assert "shelters.pdf" in {c.file for c in answer.citations}
