@@ -81,7 +81,7 @@ class Settings:
     header_footer_lines: int = 3  # lines at the top/bottom of a page examined for repeats
     header_footer_min_share: float = 0.5  # a line repeated on this share of pages is dropped
     min_text_chars_per_page: int = 25  # below this on every page: image-only, needs OCR
-    extract_timeout_s: float = 120.0  # KB_EXTRACT_TIMEOUT: per file, in a worker process
+    extract_timeout_s: float = 300.0  # KB_EXTRACT_TIMEOUT: per file, in a worker process
     extract_memory_mb: int = 2048  # KB_EXTRACT_MEMORY_MB: address-space limit of the worker
     max_pages: int = 5000  # a PDF claiming more pages is refused
     upload_max_mb: int = 100  # KB_UPLOAD_MAX_MB
