@@ -20,8 +20,10 @@ large corpus.  For each size, in fresh child processes:
 Queries are stored vectors plus noise (a near neighbour exists, as for a real question).
 The synthetic collection holds vectors and the two metadata fields only; a real collection
 also stores the chunk text (see docs/performance.md for the measured per-chunk size).
-Sizes that were not built are projected from the measured ones (latency of exact search
-linear in N, HNSW latency linear in log N, memory and disk linear) and marked so.
+Sizes that were not built are projected from the largest measured one (exact search and
+``where`` filtering linear in N, HNSW search in log N, memory and disk by the per-chunk
+growth between the two largest sizes) and marked so.  ``--from-json FILE`` prints the table
+(and projection) of a saved ``--json`` report again.
 ``os.getloadavg()`` is recorded with every size.
 
 Command line (from the repository root)::
@@ -301,45 +303,48 @@ def serve(folder: Path, n: int, queries: int) -> dict:
 # --------------------------------------------------------------------------------------
 
 
-def fit(xs: list[float], ys: list[float], transform) -> tuple[float, float]:
-    """Least squares y = a + b * transform(x)."""
-    a_matrix = np.vstack([np.ones(len(xs)), [transform(x) for x in xs]]).T
-    (a, b), *_ = np.linalg.lstsq(a_matrix, np.asarray(ys, dtype=np.float64), rcond=None)
-    return float(a), float(b)
-
-
 def project(rows: list[dict], target: int) -> dict:
-    """Figures at ``target`` chunks from the measured sizes (marked projected)."""
-    xs = [r["n"] for r in rows]
-    out: dict = {"n": target, "projected": True}
+    """Figures at ``target`` chunks, scaled from the largest measured size (marked projected).
 
-    def linear(values):
-        a, b = fit(xs, values, lambda x: x)
-        return round(a + b * target, 1)
+    Only the largest size is used: on a shared machine the load differs from one size to
+    the next, and a fit through noisy points can even go negative.  Exact search and
+    Chroma's ``where`` filtering grow linearly with N; HNSW search with log N; memory and
+    disk by the per-chunk growth between the two largest sizes.
+    """
+    last = max(rows, key=lambda r: r["n"])
+    before = sorted(rows, key=lambda r: r["n"])[-2]
+    linear_factor = target / last["n"]
+    log_factor = math.log(target) / math.log(last["n"])
+    out: dict = {"n": target, "projected": True, "from_n": last["n"]}
 
-    def logarithmic(values):
-        a, b = fit(xs, values, math.log)
-        return round(a + b * math.log(target), 2)
+    def scaled(figures: dict, factor: float) -> dict:
+        return {p: round(figures[p] * factor, 1) for p in ("p50_ms", "p95_ms")}
 
-    out["numpy"] = {
-        kind: {p: linear([r["numpy"][kind][p] for r in rows]) for p in ("p50_ms", "p95_ms")}
-        for kind in ("unfiltered", "organisation", "document")
-    }
+    def grown(value_of) -> float:
+        slope = (value_of(last) - value_of(before)) / (last["n"] - before["n"])
+        return round(value_of(last) + slope * (target - last["n"]), 1)
+
+    out["numpy"] = {kind: scaled(last["numpy"][kind], linear_factor) for kind in ("unfiltered", "organisation")}
+    out["numpy"]["document"] = dict(last["numpy"]["document"])  # 50 rows whatever N (mask building aside)
+    queries = last["chroma"]["queries"]
     out["chroma"] = {
-        kind: {p: (logarithmic if kind == "unfiltered" else linear)([r["chroma"]["queries"][kind][p] for r in rows]) for p in ("p50_ms", "p95_ms")}
-        for kind in ("unfiltered", "organisation", "document")
+        "unfiltered": scaled(queries["unfiltered"], log_factor),
+        "organisation": scaled(queries["organisation"], linear_factor),
+        "document": scaled(queries["document"], linear_factor),
     }
-    if all("server" in r for r in rows):
+    if "server" in last:
+        served = last["server"]["queries"]
         out["server"] = {
-            kind: {p: (logarithmic if kind == "unfiltered" else linear)([r["server"]["queries"][kind][p] for r in rows]) for p in ("p50_ms", "p95_ms")}
-            for kind in ("unfiltered", "organisation", "document")
+            "unfiltered": scaled(served["unfiltered"], log_factor),
+            "organisation": scaled(served["organisation"], linear_factor),
+            "document": scaled(served["document"], linear_factor),
         }
-        out["server_rss_mb"] = linear([r["server"]["server_rss_mb"] for r in rows])
+        if "server" in before:
+            out["server_rss_mb"] = grown(lambda r: r["server"]["server_rss_mb"])
     out["matrix_mb"] = round(target * DIM * 4 / 1e6, 1)
-    out["chroma_rss_mb_after_open"] = linear([r["chroma"]["rss_mb_after_open"] for r in rows])
-    out["chroma_disk_mb"] = linear([r["chroma_disk_mb"] for r in rows])
-    out["chroma_add_seconds"] = linear([r["build"]["chroma_add_seconds"] for r in rows])
-    out["chroma_first_query_ms"] = linear([r["chroma"]["first_query_ms"] for r in rows])
+    out["chroma_rss_mb_after_open"] = grown(lambda r: r["chroma"]["rss_mb_after_open"])
+    out["chroma_disk_mb"] = grown(lambda r: r["chroma_disk_mb"])
+    out["chroma_add_seconds"] = round(last["build"]["chroma_add_seconds"] * linear_factor * log_factor, 1)
     return out
 
 
@@ -365,9 +370,9 @@ def format_report(report: dict) -> str:
         add = row["chroma_add_seconds"] if projected else row["build"]["chroma_add_seconds"]
         load = "" if projected else row["chroma"]["loadavg_after"][0]
         lines.append(
-            f"{row['n']:>9} {'proj' if projected else 'meas':>4} | {pair(row['numpy']['unfiltered']):>11}{pair(row['numpy']['organisation']):>12}"
-            f"{pair(row['numpy']['document']):>12} | {pair(chroma['unfiltered']):>11}{pair(chroma['organisation']):>12}"
-            f"{pair(chroma['document']):>12} | {recall:>6} | {rss} | {disk:>6} | {add:>6} | {load}"
+            f"{row['n']:>9} {'proj' if projected else 'meas':>4} | {pair(row['numpy']['unfiltered']):>12}{pair(row['numpy']['organisation']):>13}"
+            f"{pair(row['numpy']['document']):>12} | {pair(chroma['unfiltered']):>11}{pair(chroma['organisation']):>13}"
+            f"{pair(chroma['document']):>14} | {recall:>6} | {rss} | {disk:>6} | {add:>6} | {load}"
         )
     if any("server" in r for r in report["rows"]):
         lines.append("server mode (chroma run, HTTP), p50/p95 ms, server RSS MB:")
@@ -390,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=60)
     parser.add_argument("--server", action="store_true", help="also query each size through chroma run")
     parser.add_argument("--numpy-only", action="store_true", help="only our exact search (no Chroma): fast, any size")
+    parser.add_argument("--from-json", type=Path, help="print the table of a saved --json report")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--build-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--open-child", type=int, help=argparse.SUPPRESS)
@@ -409,6 +415,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child_server_query(args.server_child, args.queries, args.port)))
         return 0
 
+    if args.from_json:
+        report = json.loads(args.from_json.read_text())
+        if args.project and len(report["rows"]) >= 2 and args.project > max(r["n"] for r in report["rows"]):
+            report["projection"] = project(report["rows"], args.project)
+        print(json.dumps(report, indent=2) if args.json else format_report(report))
+        return 0
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     report: dict = {"cpus": os.cpu_count(), "queries": args.queries, "loadavg_start": loadavg(), "rows": [],
                     "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default")}
