@@ -23,6 +23,7 @@ st.set_page_config(page_title=APP_TITLE, layout="wide")
 navigation = st.navigation(
     [
         st.Page(ROOT / "app_pages" / "ask.py", title="Ask", url_path="ask", default=True),
+        st.Page(ROOT / "app_pages" / "map.py", title="Map", url_path="map"),
         st.Page(ROOT / "app_pages" / "brief.py", title="Brief", url_path="brief"),
         st.Page(ROOT / "app_pages" / "library.py", title="Library", url_path="library"),
     ]

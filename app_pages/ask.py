@@ -8,6 +8,7 @@ from app_pages import common
 from app_pages.common import md
 from kb.conversation import Turn
 from kb.snapshot import Filters
+from kb.themes import PASSAGE_TYPE_LABELS, PASSAGE_TYPES
 
 STARTER_QUESTIONS = (
     "What lessons were learned about identifying victims of trafficking?",
@@ -26,7 +27,7 @@ _PENDING = "pending_question"
 
 
 def sidebar_filters(service) -> Filters:
-    """Organisation, years, documents and (once passages carry them) themes."""
+    """Organisation, years, documents, themes (once passages carry them) and passage types."""
     st.header("Filters")
     organisations = st.multiselect("Organisation", service.organisations(), key="filter_organisations")
     year_from = year_to = None
@@ -42,14 +43,27 @@ def sidebar_filters(service) -> Filters:
         key="filter_documents",
         format_func=lambda doc_id: _document_name(documents.get(doc_id)),
     )
-    themes = service.themes() if hasattr(service, "themes") else []
-    chosen_themes = st.multiselect("Theme", themes, key="filter_themes") if themes else []
+    themes = service.themes()
+    labels = service.theme_labels() if themes else {}
+    chosen_themes = (
+        st.multiselect("Theme", themes, key="filter_themes", format_func=lambda theme: labels.get(theme, theme))
+        if themes
+        else []
+    )
+    chosen_types = st.multiselect(
+        "Passage type",
+        list(PASSAGE_TYPES),
+        key="filter_types",
+        format_func=lambda kind: PASSAGE_TYPE_LABELS.get(kind, kind),
+        help="Only passages that state a lesson learned, a good practice, a recommendation...",
+    )
     return Filters(
         organisations=organisations or None,
         year_from=year_from,
         year_to=year_to,
         documents=chosen_documents or None,
         themes=chosen_themes or None,
+        passage_types=chosen_types or None,
     )
 
 

@@ -47,6 +47,11 @@ def _taxonomy(service):
         return None
 
 
+def theme_labels(service) -> dict[str, str]:
+    """Theme id -> label for the library as it is now (see :func:`_theme_labels`)."""
+    return _theme_labels(service, service.searcher.snapshot().chunks)
+
+
 def _theme_labels(service, chunks: list[Chunk]) -> dict[str, str]:
     """Theme id -> label: the taxonomy's themes in order, then any id still stored on
     passages that the taxonomy no longer has (until ``kb retag``)."""
@@ -193,8 +198,11 @@ def passage_citation(service, chunk: Chunk, document: DocumentMeta, n: int = 1) 
     )
 
 
-def map_cell_passages(service, theme_id: str, organisation: str, types: tuple[str, ...] | list[str] = MAP_TYPES) -> list[Citation]:
-    """The passages counted in one cell of the map, as citations numbered from 1."""
+def map_cell_passages(
+    service, theme_id: str, organisation: str | None, types: tuple[str, ...] | list[str] = MAP_TYPES
+) -> list[Citation]:
+    """The passages counted in one cell of the map, as citations numbered from 1
+    (``organisation=None``: the theme's whole row)."""
     pairs = _tagged(service, theme_id, organisation, tuple(types))
     return [passage_citation(service, chunk, document, n) for n, (chunk, document) in enumerate(pairs, start=1)]
 

@@ -134,6 +134,34 @@ class Service:
         """Themes tagged on any visible passage (empty until passages are tagged)."""
         return sorted({theme for chunk in self.searcher.snapshot().chunks for theme in chunk.themes})
 
+    def theme_labels(self) -> dict[str, str]:
+        """Theme id -> readable label, for every theme of the taxonomy (and any id still
+        stored on passages that the taxonomy no longer has)."""
+        from kb.exchange_map import theme_labels
+
+        return theme_labels(self)
+
+    # --- the exchange map and theme briefs ---------------------------------------------------
+    def exchange_map(self, types: tuple[str, ...] | None = None) -> dict:
+        """Themes x organisations: how many passages of ``types`` the library holds."""
+        from kb.exchange_map import MAP_TYPES, exchange_map
+
+        return exchange_map(self, types=tuple(types or MAP_TYPES))
+
+    def map_passages(self, theme_id: str, organisation: str | None, types: tuple[str, ...] | None = None):
+        """The passages behind one cell of the map (``organisation=None``: every
+        organisation), as citations."""
+        from kb.exchange_map import MAP_TYPES, map_cell_passages
+
+        return map_cell_passages(self, theme_id, organisation, types=tuple(types or MAP_TYPES))
+
+    def save_theme_brief(self, theme_id: str, types: tuple[str, ...] | None = None):
+        """Build the brief on one theme (each organisation's lessons and recommendations,
+        quoted and cited) and save it among the briefs; returns the saved brief."""
+        from kb.exchange_map import BRIEF_TYPES, build_theme_brief
+
+        return self.briefs().save(build_theme_brief(self, theme_id, types=tuple(types or BRIEF_TYPES)))
+
 
 def _words(text: str) -> Iterator[str]:
     """An extractive answer, word by word, so the UI can show it progressively."""

@@ -607,3 +607,140 @@ def test_sync_folder_ingests_new_files_with_a_result_table(staff_app, tmp_path) 
     click(at, "Remove")
     assert not (documents / "broken.pdf").exists()
     assert "broken.pdf" not in set(library_table(at)["file"])
+
+
+# --------------------------------------------------------------------------------------
+# Map
+# --------------------------------------------------------------------------------------
+
+
+def _map_table(at: AppTest):
+    (frame,) = [d.value for d in at.dataframe if d.value.index.name == "Theme"]
+    return frame
+
+
+def _passage_expanders(at: AppTest) -> list:
+    """The numbered source expanders ("[1] Title - Organisation, Year, p. 3"), unescaped."""
+    return [e for e in at.expander if e.label.replace("\\", "").startswith("[")]
+
+
+def _filled_cell(table: dict) -> tuple[str, str, str, int]:
+    """(theme id, label, organisation, count) of the fullest cell of the map."""
+    cells = [
+        (theme, entry["label"], org, count)
+        for theme, entry in table["themes"].items()
+        for org, count in entry["organisations"].items()
+    ]
+    best = max(cells, key=lambda cell: cell[3])
+    assert best[3] > 0, "the generated library should hold tagged lessons or recommendations"
+    return best
+
+
+def test_map_shows_themes_by_organisations_as_in_kb_map(shared_app) -> None:
+    from app_pages.map import ALL_ORGANISATIONS
+    from kb.service import Service
+
+    table = Service().exchange_map()
+    at = new_app("map")
+    assert at.title[0].value == "Map of lessons learned"
+    frame = _map_table(at)
+    assert list(frame.columns) == ["IOM", "UNICEF", "UNODC", ALL_ORGANISATIONS]
+    assert list(frame.index) == [entry["label"] for entry in table["themes"].values()]
+    for entry in table["themes"].values():
+        for org, count in entry["organisations"].items():
+            assert frame.loc[entry["label"], org] == count
+        assert frame.loc[entry["label"], ALL_ORGANISATIONS] == entry["total"]
+
+    # only lessons: the counts follow the chosen passage types
+    at.multiselect(key="map_types").set_value(["lesson"]).run()
+    lessons = Service().exchange_map(("lesson",))
+    frame = _map_table(at)
+    assert [int(v) for v in frame[ALL_ORGANISATIONS]] == [e["total"] for e in lessons["themes"].values()]
+
+
+def test_heat_map_colours_show_gaps_and_the_fullest_cells() -> None:
+    from app_pages.map import cell_colour
+
+    assert "#f3f4f6" in cell_colour(0, 10)  # a gap is grey
+    assert "rgb(15, 118, 110)" in cell_colour(10, 10) and "#ffffff" in cell_colour(10, 10)
+    light, dark = cell_colour(1, 10), cell_colour(5, 10)
+    assert light != dark and "#0f172a" in light
+
+
+def test_clicking_a_map_cell_lists_its_passages_with_citations(fresh_app) -> None:
+    from kb.service import Service
+
+    service = Service()
+    theme, label, organisation, count = _filled_cell(service.exchange_map())
+    expected = service.map_passages(theme, organisation)
+    assert len(expected) == count
+    at = new_app("map")
+    frame = _map_table(at)
+    row = list(frame.index).index(label)
+    at.session_state["map_table"] = {"selection": {"cells": [[row, organisation]], "rows": [], "columns": []}}
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="map_theme").value == label
+    assert at.selectbox(key="map_organisation").value == organisation
+    passages = _passage_expanders(at)
+    assert len(passages) == count
+    assert all(organisation in e.label for e in passages)
+    first = expected[0]
+    assert first.title in passages[0].label.replace("\\", "")
+    assert f"p. {first.page_label}" in passages[0].label.replace("\\", "")
+
+    # "Add passage to brief" puts that passage, with its citation, into the current brief
+    buttons(at, "add-passage-map-")[0].click().run()
+    assert not at.exception, at.exception
+    (brief,) = common.service().briefs().list()
+    (item,) = brief.items
+    assert item.kind == "passage" and item.citation.chunk_id == first.chunk_id
+
+    # the pickers choose a cell too: the whole row of the theme
+    at.selectbox(key="map_organisation").select("All organisations").run()
+    assert not at.exception, at.exception
+    row_total = len(service.map_passages(theme, None))
+    assert len(_passage_expanders(at)) == min(row_total, 25)
+
+
+def test_one_click_builds_a_theme_brief(fresh_app, downloads) -> None:
+    from kb.service import Service
+
+    service = Service()
+    theme, label, _, _ = _filled_cell(service.exchange_map())
+    at = new_app("map")
+    at.selectbox(key="map_theme").select(label).run()
+    click(at, f"Build a theme brief: {label}")
+    assert any("Theme brief saved" in s.value for s in at.success)
+    (brief,) = common.service().briefs().list()
+    assert brief.title == f"Theme brief: {label}"
+    assert at.session_state["current_brief_id"] == brief.id
+    headings = [i.text for i in brief.items if i.kind == "heading"]
+    passages = [i for i in brief.items if i.kind == "passage"]
+    expected = service.map_passages(theme, None, ("lesson", "recommendation"))
+    assert headings == sorted({c.organisation for c in expected}, key=str.casefold)
+    assert [p.citation.chunk_id for p in passages] == [c.chunk_id for c in expected]
+
+    # it exports like any brief, with a reference list
+    at.switch_page("app_pages/brief.py").run()
+    assert not at.exception, at.exception
+    markdown = download(at, downloads, "Download Markdown").decode("utf-8")
+    assert markdown.startswith(f"# Theme brief") and "## References" in markdown
+    for organisation in headings:
+        assert f"## {organisation}" in markdown
+
+
+def test_passage_type_filter_in_the_sidebar(shared_app) -> None:
+    from kb.service import Service
+
+    types = {chunk.chunk_id: chunk.passage_type for chunk in Service().searcher.snapshot().chunks}
+    at = new_app()
+    assert at.multiselect(key="filter_types").options == [
+        "Lesson learned", "Good practice", "Recommendation", "Finding or statistic", "Definition or legal provision",
+    ]
+    at.multiselect(key="filter_types").set_value(["recommendation"]).run()
+    ask(at, "What was recommended for the reintegration of survivors?")
+    answer = last_answer(at)
+    shown = answer.citations + answer.related
+    assert shown, "the generated library holds recommendations"
+    assert {types[c.chunk_id] for c in shown} == {"recommendation"}
