@@ -159,21 +159,21 @@ class ExtractiveAnswerer:
                 if sentence in seen or not _usable(sentence):
                     continue
                 seen.add(sentence)
-                terms = set(tokenize(sentence))
+                # A sentence that introduces a list ("...establish trust by:") is judged
+                # with its items, which carry what it says.
+                terms = set(tokenize(" ".join([sentence, *items])))
                 overlap = sum(weights[t] for t in question_terms & terms) / total
                 candidates.append(
                     _Candidate(
                         rank, passage, sentence, page=page, overlap=overlap, items=items,
-                        is_lesson=bool(_LESSON_CUE.search(sentence)),
+                        is_lesson=any(_LESSON_CUE.search(text) for text in [sentence, *items]),
                         has_number=bool(_NUMBER.search(sentence)),
                     )
                 )
         if not candidates:
             return []
-        # Embed only the most promising sentences: keeps an answer well under a second.
-        candidates.sort(key=lambda c: (-(c.overlap + 0.5 / (c.passage_rank + 2)), c.passage_rank))
-        candidates = candidates[: self.settings.answer_sentences_embedded]
-        vectors = self.kb.embedder.embed([c.sentence for c in candidates])
+        candidates = self._most_promising(candidates, len(passages), wants_lessons)
+        vectors = self._embed_sentences([" ".join([c.sentence, *c.items]) for c in candidates])
         similarities = vectors @ np.asarray(query_vector, dtype=np.float32)
         s = self.settings
         for candidate, vector, similarity in zip(candidates, vectors, similarities):
@@ -188,6 +188,43 @@ class ExtractiveAnswerer:
             candidate.vector = vector  # type: ignore[attr-defined]
         candidates.sort(key=lambda c: -c.score)
         return candidates
+
+    def _most_promising(self, candidates: list[_Candidate], passages: int, wants_lessons: bool) -> list[_Candidate]:
+        """The sentences worth embedding (the model is the cost of an answer): the best few
+        of every passage by term overlap, so each retrieved passage is heard, then the best
+        of the rest.  Lesson-like sentences go first when the question asks what to do."""
+        limit = self.settings.answer_sentences_embedded
+
+        def promise(c: _Candidate) -> tuple[float, int]:
+            bonus = 0.15 if wants_lessons and c.is_lesson else 0.0
+            return (-(c.overlap + bonus + 0.5 / (c.passage_rank + 2)), c.passage_rank)
+
+        ordered = sorted(candidates, key=promise)
+        per_passage = max(1, limit // max(1, passages) // 2)
+        taken: dict[int, int] = {}
+        first: list[_Candidate] = []
+        for candidate in ordered:
+            if taken.get(candidate.passage_rank, 0) < per_passage:
+                taken[candidate.passage_rank] = taken.get(candidate.passage_rank, 0) + 1
+                first.append(candidate)
+        chosen = {id(c) for c in first}
+        rest = [c for c in ordered if id(c) not in chosen]
+        return (first + rest)[:limit]
+
+    def _embed_sentences(self, sentences: list[str]) -> np.ndarray:
+        """Sentence vectors for scoring, fast: each sentence is cut to its first
+        ``answer_sentence_chars`` characters (a quote is still shown whole), and sentences
+        of similar length are embedded together in small batches, so a few long ones do
+        not make every short one pay for their padding."""
+        limit = self.settings.answer_sentence_chars
+        texts = [sentence[:limit] for sentence in sentences]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        vectors = np.zeros((len(texts), self.kb.embedder.dim), dtype=np.float32)
+        step = max(1, self.settings.answer_sentence_batch)
+        for start in range(0, len(order), step):
+            rows = order[start : start + step]
+            vectors[rows] = self.kb.embedder.embed([texts[i] for i in rows])
+        return vectors
 
     def _passage_sentences(self, passage: Passage) -> list[tuple[str, int, list[str]]]:
         """Whole sentences of the passage's pages that lie (at least partly) inside the

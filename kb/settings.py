@@ -47,6 +47,7 @@ ENV_VARIABLES: dict[str, str] = {
     "chunk_overlap_tokens": "KB_CHUNK_OVERLAP",
     "extract_timeout_s": "KB_EXTRACT_TIMEOUT",
     "extract_memory_mb": "KB_EXTRACT_MEMORY_MB",
+    "extract_read_ahead": "KB_EXTRACT_READ_AHEAD",
     "upload_max_mb": "KB_UPLOAD_MAX_MB",
     "top_k": "KB_TOP_K",
     "dense_source": "KB_DENSE_SOURCE",
@@ -83,6 +84,7 @@ class Settings:
     min_text_chars_per_page: int = 25  # below this on every page: image-only, needs OCR
     extract_timeout_s: float = 300.0  # KB_EXTRACT_TIMEOUT: per file, in a worker process
     extract_memory_mb: int = 2048  # KB_EXTRACT_MEMORY_MB: address-space limit of the worker
+    extract_read_ahead: int = 3  # KB_EXTRACT_READ_AHEAD: files read ahead of the embedder (memory: their text)
     max_pages: int = 5000  # a PDF claiming more pages is refused
     upload_max_mb: int = 100  # KB_UPLOAD_MAX_MB
 
@@ -105,7 +107,9 @@ class Settings:
     answer_max_sentences: int = 6
     answer_list_items: int = 6  # list items quoted under a sentence that introduces them
     answer_candidate_passages: int = 8  # passages whose sentences may be quoted
-    answer_sentences_embedded: int = 24  # most promising sentences scored with the model
+    answer_sentences_embedded: int = 18  # most promising sentences scored with the model
+    answer_sentence_chars: int = 300  # a sentence is scored on this many characters at most
+    answer_sentence_batch: int = 8  # sentences of similar length embedded together
     sentence_similarity_weight: float = 0.6  # sentence score = w1 * cosine to the question
     sentence_overlap_weight: float = 0.4  #                   + w2 * rare-term overlap
     passage_score_weight: float = 0.2  #                   + w3 * the passage's retrieval score

@@ -68,7 +68,9 @@ def split_sentences(text: str) -> list[str]:
     return pieces
 
 
-_BULLET_START = re.compile(r"^\s*(?:[»•▪●◦■□➢➤✓\-–]|\(?[a-z0-9]{1,2}[.)])\s+")
+# Bullets: the usual marks, a lone "o" (a Wingdings or Courier bullet, as PDFs extract
+# it), a private-use symbol-font bullet, or an item number or letter ("a)", "(2)", "3.").
+_BULLET_START = re.compile(r"^\s*(?:[»•▪●◦■□➢➤✓\-–\uf0a7\uf0b7\uf0d8\uf0fc]|o(?=\s)|\(?[a-z0-9]{1,2}[.)])\s+")
 _CONTINUES = (",", "(", "-", "–", "—", "/", "&", " and", " or", " of", " the", " to", " in", " for")
 
 
