@@ -1,8 +1,10 @@
 """Sync folders and files of PDFs with the knowledge base: new, changed, unchanged,
 removed, duplicate and failed files; one document at a time, all or nothing.
 
-While the worker process reads the next PDF, this process embeds and stores the current
-one, so extraction and embedding overlap on the two cores.
+A thread keeps the extraction worker (a separate process) busy reading the next PDFs,
+up to ``settings.extract_read_ahead`` files ahead, while this thread embeds and stores
+the current one, so extraction and embedding overlap on the two cores and the embedder
+never waits for a large file that was read in advance.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -219,16 +223,8 @@ def _ingest_candidates(
     pages_done = 0
     average_pages = 20
     with ExtractionWorker(options, settings.extract_timeout_s, settings.extract_memory_mb) as worker:
-        worker.submit(candidates[0].data, candidates[0].doc_id)
-        for position, candidate in enumerate(candidates):
-            try:
-                extracted: Extracted | None = worker.result()
-                failure = ""
-            except ReadError as error:
-                extracted, failure = None, str(error)
-            if position + 1 < len(candidates):  # read the next file while this one is embedded
-                upcoming = candidates[position + 1]
-                worker.submit(upcoming.data, upcoming.doc_id)
+        extractions = _read_ahead(worker, candidates, settings.extract_read_ahead)
+        for position, (candidate, extracted, failure) in enumerate(extractions):
             if extracted is None:
                 _record_failure(kb, candidate, failure, report)
             else:
@@ -238,6 +234,61 @@ def _ingest_candidates(
             if progress:
                 remaining = len(candidates) - position - 1
                 progress(Progress(position + 1, len(candidates), pages_done, pages_done + remaining * average_pages, candidate.path.name))
+
+
+_END = object()
+
+
+def _read_ahead(
+    worker: ExtractionWorker, candidates: list[_Candidate], ahead: int
+) -> Iterator[tuple[_Candidate, Extracted | None, str]]:
+    """``(candidate, extracted or None, failure reason)`` for each candidate, in order.
+
+    A thread drives the worker, keeping up to ``ahead`` finished extractions waiting, so
+    reading PDFs (the worker's core) and embedding (the caller's) run at the same time.
+    When the caller stops early (an error, Ctrl-C) the thread stops after the file it is
+    on; the worker itself is closed by the caller's ``with`` block.
+    """
+    finished: queue.Queue = queue.Queue(maxsize=max(1, ahead))
+    stop = threading.Event()
+
+    def hand_over(item) -> None:
+        while not stop.is_set():
+            try:
+                finished.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def drive() -> None:
+        try:
+            for candidate in candidates:
+                if stop.is_set():
+                    return
+                worker.submit(candidate.data, candidate.doc_id)
+                try:
+                    hand_over((candidate, worker.result(), ""))
+                except ReadError as error:
+                    hand_over((candidate, None, str(error)))
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+            hand_over(error)
+        finally:
+            hand_over(_END)
+
+    driver = threading.Thread(target=drive, name="extraction-read-ahead", daemon=True)
+    driver.start()
+    try:
+        while True:
+            item = finished.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        if driver.is_alive() and threading.current_thread() is not driver:
+            driver.join(timeout=0.5)  # it may be waiting on the worker: closing the worker ends that
 
 
 def _record_failure(kb: KnowledgeBase, candidate: _Candidate, reason: str, report: IngestReport) -> None:

@@ -15,6 +15,8 @@ Consistency rules, in one place:
 
 from __future__ import annotations
 
+import functools
+
 import json
 import threading
 import uuid
@@ -38,11 +40,19 @@ def embedding_text(chunk: Chunk, document: DocumentMeta) -> str:
     budget = MAX_WORD_PIECES - 2 - count_tokens(chunk.text) - 2  # specials, two line breaks
     parts = []
     for extra, limit in ((document.title, 30), (chunk.heading, 15)):
-        piece = _first_word_pieces(" ".join(extra.split()), min(limit, budget))
+        piece, used = _header_piece(" ".join(extra.split()), min(limit, budget))
         if piece:
             parts.append(piece)
-            budget -= count_tokens(piece)
+            budget -= used
     return "\n".join([*parts, chunk.text])
+
+
+@functools.lru_cache(maxsize=4096)
+def _header_piece(text: str, limit: int) -> tuple[str, int]:
+    """:func:`_first_word_pieces` and its length in word pieces, remembered: every chunk
+    of a document repeats its title, and sections repeat their heading."""
+    piece = _first_word_pieces(text, limit)
+    return piece, (count_tokens(piece) if piece else 0)
 
 
 def _first_word_pieces(text: str, limit: int) -> str:
