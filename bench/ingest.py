@@ -19,8 +19,8 @@ folder (so the embedding cache is empty), with ``ingest.pipeline.ingest``:
   ratio of the two.
 
 Each pipeline runs in its own child process, so peak memory figures do not mix.  The
-embedding backend is ``KB_EMBED_BACKEND`` (``torch`` by default; ``onnx`` and ``onnx-int8``
-when ``kb/onnx_embed.py`` is present); the tutorial always embeds with PyTorch, as the
+embedding backend is ``KB_EMBED_BACKEND`` (``onnx`` by default; ``torch``, ``onnx-int8``);
+the tutorial always embeds with PyTorch, as the
 tutorial does.  ``os.getloadavg()`` is recorded before and after each phase: on a shared
 machine compare figures only together with their load.
 

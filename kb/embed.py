@@ -5,10 +5,14 @@ installed package folder with the Hugging Face hub switched offline, so nothing 
 downloaded.  Importing this module is cheap: torch and onnxruntime load on first use.
 
 Backends (``KB_EMBED_BACKEND``):
+  * ``onnx``      – the default: the model exported to ONNX, run with onnxruntime and
+    tokenizers only (no PyTorch import at run time, so the app starts fast); its vectors
+    match PyTorch's to a cosine of 0.99999;
   * ``torch``     – sentence-transformers on PyTorch (the reference);
-  * ``onnx``      – the same model exported to ONNX, run with onnxruntime;
-  * ``onnx-int8`` – that ONNX model dynamically quantised to int8 (fastest on a CPU).
-The ONNX files are exported once into ``<data dir>/models`` on first use.
+  * ``onnx-int8`` – that ONNX model dynamically quantised to int8: about twice as fast,
+    with a measurable loss of retrieval quality (see docs/performance.md).
+The ONNX files are exported once (with PyTorch, offline) into ``<data dir>/models``, or
+``KB_MODELS_DIR``, on first use.
 """
 
 from __future__ import annotations

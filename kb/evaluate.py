@@ -174,14 +174,15 @@ def misses(result: dict) -> list[dict]:
 
 def format_report(result: dict, show_misses: bool = False) -> str:
     keys = ["n", "recall@1", "recall@5", "recall@10", "mrr@10", "answer_hit", "answered_answerable", "citation_valid", "abstain_unanswerable", "p50_ms", "p95_ms", "retrieval_p95_ms"]
-    header = f"{'kind':<14}" + "".join(f"{k:>12}" for k in keys)
+    widths = [max(8, len(k)) + 2 for k in keys]  # every column as wide as its name
+    header = f"{'kind':<14}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths))
     lines = [header, "-" * len(header)]
 
     def line(name: str, figures: dict) -> str:
         cells = []
-        for key in keys:
+        for key, width in zip(keys, widths):
             value = figures.get(key)
-            cells.append(f"{'-' if value is None else value:>12}")
+            cells.append(f"{'-' if value is None else value:>{width}}")
         return f"{name:<14}" + "".join(cells)
 
     lines.append(line("all", result))

@@ -4,12 +4,16 @@ and the real shared corpus (skipped with a reason where it is absent)."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+# The ONNX export of the model (the default backend) is made once and shared by every test
+# (and every test run on this machine); tests of the export itself use folders of their own.
+os.environ.setdefault("KB_MODELS_DIR", str(Path(tempfile.gettempdir()) / f"kb-test-models-{os.getuid()}"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

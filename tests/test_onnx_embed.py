@@ -67,7 +67,8 @@ def base_settings(tmp_path_factory):
     # A temporary file left behind by an export that was killed: the next export removes it.
     (data / "models").mkdir()
     (data / "models" / ".minilm-fp32-000000000000.123-deadbeef.tmp.onnx").write_bytes(b"partial")
-    return replace(get_settings(), data_dir=data, embed_backend="torch", embed_batch_size=32)
+    # its own models folder, not the one the other tests share: these tests watch the export
+    return replace(get_settings(), data_dir=data, models_folder="", embed_backend="torch", embed_batch_size=32)
 
 
 @pytest.fixture(scope="module")
