@@ -210,7 +210,7 @@ def render_edit(service, settings, rows) -> None:
             _, note = uploads.update_document_metadata(
                 service, doc_id, title=title, organisation=organisation, year=year, url=url, language=""
             )
-        except (uploads.UploadError, KeyError) as error:
+        except (uploads.UploadError, KeyError, IngestBusy) as error:
             st.error(md(str(error)))
             return
         _finish(f"Metadata of {row['file']} {note}.", [])

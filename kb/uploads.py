@@ -148,6 +148,27 @@ def target_path(folder: Path, file_name: str) -> Path:
     return target
 
 
+#: A hidden upload file this old was left by a process that was killed mid-write.
+STALE_PART_S = 3600.0
+
+
+def remove_stale_parts(folder: Path, older_than_s: float = STALE_PART_S) -> list[Path]:
+    """Delete hidden ``.upload-*.part`` files that a killed upload left in ``folder``
+    (only ones older than ``older_than_s``, so an upload in progress is never touched)."""
+    import time
+
+    removed = []
+    cutoff = time.time() - older_than_s
+    for part in Path(folder).glob(".upload-*.part"):
+        try:
+            if part.is_file() and not part.is_symlink() and part.stat().st_mtime < cutoff:
+                part.unlink()
+                removed.append(part)
+        except OSError:
+            continue
+    return removed
+
+
 def save_upload(folder: Path, file_name: str, data: bytes, *, replace: bool = False) -> Path:
     """Write ``data`` as ``folder/file_name`` atomically and return the path.
 
@@ -165,6 +186,7 @@ def save_upload(folder: Path, file_name: str, data: bytes, *, replace: bool = Fa
         raise UploadError(f"a file named {file_name} already exists (use Replace to upload a new version)")
     if replace and not target.is_file():
         raise UploadError(f"there is no file named {file_name} to replace")
+    remove_stale_parts(target.parent)
     handle, temporary = tempfile.mkstemp(prefix=".upload-", suffix=".part", dir=target.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
@@ -390,15 +412,20 @@ def update_document_metadata(service, doc_id: str, **fields) -> tuple[DocumentMe
     folder is only updated in the knowledge base (nothing is written outside it).
     """
     from ingest.catalogue import CatalogueEntry, write_catalogue_entry
+    from ingest.pipeline import ingest_lock
 
     values = clean_metadata(**{name: fields.get(name, "") for name in EDITABLE_FIELDS})
-    document = service.kb.update_metadata(doc_id, **values)
-    folder = Path(service.settings.documents_dir)
-    paths = [row["path"] for row in service.library() if row["doc_id"] == doc_id and row["path"]]
-    inside = [path for path in paths if is_inside(path, folder)]
-    for path in inside:
-        entry = CatalogueEntry(file=Path(path).name, **values)
-        write_catalogue_entry(folder, entry)
+    # Under the ingest lock, like any change of the library: an ingest running at the
+    # same time (it may be replacing this very document) refuses the edit with IngestBusy
+    # rather than interleaving with it.
+    with ingest_lock(service.settings.lock_path):
+        document = service.kb.update_metadata(doc_id, **values)
+        folder = Path(service.settings.documents_dir)
+        paths = [row["path"] for row in service.library() if row["doc_id"] == doc_id and row["path"]]
+        inside = [path for path in paths if is_inside(path, folder)]
+        for path in inside:
+            entry = CatalogueEntry(file=Path(path).name, **values)
+            write_catalogue_entry(folder, entry)
     if inside:
         note = "saved; catalogue.csv updated so a rebuild keeps it"
     else:

@@ -389,6 +389,74 @@ def test_a_failed_file_leaves_the_knowledge_base_exactly_as_it_was(service, kb_s
 # ======================================================================================
 
 
+class _ScriptedWorker:
+    """Stands in for the extraction worker process: answers each job from a script (a
+    string is the reason the file failed), recording the jobs submitted."""
+
+    def __init__(self, outcomes: dict[str, object]):
+        self.outcomes = outcomes
+        self.submitted: list[str] = []
+        self._job = ""
+
+    def submit(self, data: bytes, doc_id: str) -> None:
+        self.submitted.append(doc_id)
+        self._job = doc_id
+
+    def result(self):
+        from ingest.reader import ReadError
+
+        outcome = self.outcomes[self._job]
+        if isinstance(outcome, str):
+            raise ReadError(outcome)
+        return outcome
+
+
+def _candidates(names: list[str]):
+    from ingest.pipeline import _Candidate
+
+    return [_Candidate(Path(f"{name}.pdf"), b"%PDF", name, None, None) for name in names]
+
+
+def test_read_ahead_keeps_order_passes_failures_and_reads_ahead():
+    import threading
+    import time
+
+    from ingest.pipeline import _read_ahead
+
+    worker = _ScriptedWorker({"a": ["A"], "b": "file b is encrypted", "c": ["C"], "d": ["D"]})
+    before = set(threading.enumerate())
+    extractions = _read_ahead(worker, _candidates(["a", "b", "c", "d"]), ahead=3)
+    candidate, extracted, failure = next(extractions)
+    (driver,) = set(threading.enumerate()) - before
+    assert (candidate.doc_id, extracted, failure) == ("a", ["A"], "")
+    deadline = time.monotonic() + 5
+    while len(worker.submitted) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the thread reads on while the caller "embeds" file a
+    assert worker.submitted == ["a", "b", "c", "d"]
+    rest = [(c.doc_id, e, f) for c, e, f in extractions]  # runs the generator to its end
+    assert rest == [("b", None, "file b is encrypted"), ("c", ["C"], ""), ("d", ["D"], "")]
+    driver.join(timeout=5)
+    assert not driver.is_alive()
+
+
+def test_read_ahead_stops_when_the_caller_stops():
+    import threading
+    import time
+
+    from ingest.pipeline import _read_ahead
+
+    names = [f"doc{i}" for i in range(20)]
+    worker = _ScriptedWorker({name: [name] for name in names})
+    before = set(threading.enumerate())
+    extractions = _read_ahead(worker, _candidates(names), ahead=2)
+    next(extractions)
+    (driver,) = set(threading.enumerate()) - before
+    extractions.close()  # the caller failed (an exception, Ctrl-C): the generator is closed
+    driver.join(timeout=5)
+    assert not driver.is_alive()
+    assert len(worker.submitted) < len(names)  # it stopped reading, it did not run to the end
+
+
 def test_a_second_ingest_is_refused_while_one_holds_the_lock(kb_settings):
     folder = kb_settings.documents_dir
     make_pdf(folder / "cocoa.pdf", COCOA)

@@ -129,6 +129,22 @@ def test_save_upload_refuses_to_write_through_a_symlink(tmp_path, pdf_bytes) -> 
     assert outside.read_bytes() == b"%PDF-original"
 
 
+def test_a_killed_upload_leaves_nothing_for_long(tmp_path, pdf_bytes) -> None:
+    """A hidden part file of an upload killed mid-write is removed by a later upload once
+    it is an hour old; one that is still being written (fresh) is left alone."""
+    tmp_path = tmp_path / "documents"
+    tmp_path.mkdir()
+    old = tmp_path / ".upload-killed.part"
+    old.write_bytes(b"half a file")
+    hour_ago = time.time() - uploads.STALE_PART_S - 60
+    os.utime(old, (hour_ago, hour_ago))
+    fresh = tmp_path / ".upload-in-progress.part"
+    fresh.write_bytes(b"being written")
+    uploads.save_upload(tmp_path, "report.pdf", pdf_bytes)
+    assert not old.exists() and fresh.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".upload-in-progress.part", "report.pdf"]
+
+
 def test_accept_uploads_reports_bad_files_and_duplicates(tmp_path, pdf_bytes) -> None:
     folder = tmp_path / "documents"
     known = {"f" * 64: "older.pdf"}
@@ -295,6 +311,26 @@ def test_metadata_edit_survives_a_rebuild(tmp_path) -> None:
     (again,) = [r for r in rebuilt.library() if r["file"] == "iom-reintegration-2022.pdf"]
     assert (again["title"], again["organisation"], again["year"]) == ("Edited Title", "IOM Regional Office", 2023)
     assert len(LIBRARY) == len(rebuilt.library())
+
+
+def test_metadata_edit_waits_for_no_ingest(tmp_path) -> None:
+    """While an ingest holds the data folder, an edit is refused (nothing changes); once
+    the ingest is over the same edit goes through."""
+    from ingest.pipeline import IngestBusy, ingest_lock
+    from kb.service import Service
+    from kb.settings import get_settings
+
+    documents, data = build_library(tmp_path)
+    service = Service(get_settings(data_dir=data, documents_dir=documents))
+    (row,) = [r for r in service.library() if r["file"] == "unicef-children-2018.pdf"]
+    catalogue = (documents / "catalogue.csv").read_text(encoding="utf-8")
+    with ingest_lock(service.settings.lock_path):
+        with pytest.raises(IngestBusy):
+            uploads.update_document_metadata(service, row["doc_id"], title="Edited while busy", organisation="UNICEF", year="2018", url="", language="")
+    assert service.kb.ledger.document(row["doc_id"]).title == row["title"]
+    assert (documents / "catalogue.csv").read_text(encoding="utf-8") == catalogue
+    document, _ = uploads.update_document_metadata(service, row["doc_id"], title="Edited after", organisation="UNICEF", year="2018", url="", language="")
+    assert document.title == "Edited after"
 
 
 def test_publish_document_and_prune(tmp_path, pdf_bytes) -> None:
