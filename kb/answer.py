@@ -121,9 +121,11 @@ class ExtractiveAnswerer:
 
         The sum of two signals, each between 0 and 1:
           * coverage – the share of the question's terms, weighted by rarity, that occur in
-            the top passages (with their document titles).  A question about a law, a
-            country or a programme the library never mentions leaves its rarest terms
-            uncovered;
+            one of the top passages (with its document title and heading), the best one.
+            A question about a law, a country or a programme the library never mentions
+            leaves its rarest terms uncovered.  Judged per passage, not over the top
+            passages together: in a large library some passage mentions every country
+            and some other passage every law, which says nothing about an answer;
           * closeness – the best cosine similarity between the question and a passage.
         """
         top = passages[: self.settings.abstain_passages]
@@ -133,8 +135,11 @@ class ExtractiveAnswerer:
         if not terms:
             return 0.0
         weights = {t: float(keyword.idf[keyword.vocabulary[t]]) if t in keyword.vocabulary else max_idf for t in terms}
-        present = set(tokenize(" ".join(f"{p.document.title} {p.chunk.heading} {p.chunk.text}" for p in top)))
-        coverage = sum(weights[t] for t in terms & present) / sum(weights.values())
+        total = sum(weights.values())
+        coverage = max(
+            sum(weights[t] for t in terms & set(tokenize(f"{p.document.title} {p.chunk.heading} {p.chunk.text}"))) / total
+            for p in top
+        ) if top else 0.0
         closeness = max((p.dense_score or 0.0) for p in passages) if passages else 0.0
         return coverage + closeness
 
