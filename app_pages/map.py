@@ -39,14 +39,14 @@ _DARK = (15, 118, 110)
 
 
 def map_frame(table: dict) -> pd.DataFrame:
-    """The map as a data frame: one row per theme (its label), one column per
-    organisation, and the row total under ``ALL_ORGANISATIONS``."""
+    """The map as a data frame: one row per theme (its label), the row total under
+    ``ALL_ORGANISATIONS`` first, then one column per organisation."""
     organisations = table["organisations"]
     rows = {
-        entry["label"]: [entry["organisations"][org] for org in organisations] + [entry["total"]]
+        entry["label"]: [entry["total"]] + [entry["organisations"][org] for org in organisations]
         for entry in table["themes"].values()
     }
-    frame = pd.DataFrame.from_dict(rows, orient="index", columns=[*organisations, ALL_ORGANISATIONS])
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=[ALL_ORGANISATIONS, *organisations])
     frame.index.name = "Theme"
     return frame
 

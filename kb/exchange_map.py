@@ -17,6 +17,7 @@ lists agree with what search shows.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass
 
@@ -34,8 +35,16 @@ _PLURALS = {
 }
 
 
+_DETAIL = re.compile(r"\s*\([^()]*\)\s*$")
+
+
 def organisation_of(document: DocumentMeta) -> str:
-    return document.organisation.strip() or UNKNOWN_ORGANISATION
+    """The organisation a document counts for on the map: its main name, without the
+    detail in brackets that catalogues add ("IOM (Central Evaluation Division)" and
+    "IOM (evaluation by PPMI Group)" are both IOM), so the map has one column per
+    organisation rather than one per office or contractor."""
+    name = document.organisation.strip()
+    return _DETAIL.sub("", name).strip() or name or UNKNOWN_ORGANISATION
 
 
 def _taxonomy(service):

@@ -456,3 +456,16 @@ def test_a_broken_taxonomy_file_does_not_stop_an_ingest(settings, tmp_path, tmp_
     capsys.readouterr()
     assert main(["retag"]) == 2
     assert "taxonomy" in capsys.readouterr().err
+
+
+def test_the_map_counts_an_organisation_once_whatever_the_office():
+    from kb.exchange_map import UNKNOWN_ORGANISATION, organisation_of
+    from kb.records import DocumentMeta
+
+    def named(organisation: str) -> str:
+        return organisation_of(DocumentMeta(doc_id="x", file="x.pdf", title="x", organisation=organisation))
+
+    assert named("IOM (Central Evaluation Division)") == named("IOM (evaluation by PPMI Group)") == named("IOM") == "IOM"
+    assert named("US DOL (ILAB)") == "US DOL"
+    assert named("UN Office (Geneva) Human Rights") == "UN Office (Geneva) Human Rights"  # only a trailing detail goes
+    assert named("(CTDC)") == "(CTDC)" and named("  ") == UNKNOWN_ORGANISATION
