@@ -243,6 +243,7 @@ _RACER = textwrap.dedent(
 @pytest.mark.slow
 def test_two_processes_export_once(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO))
+    env.pop("KB_MODELS_DIR", None)  # export into tmp_path/models, not the tests' shared cache
     racers = [
         subprocess.Popen(
             [sys.executable, "-c", _RACER, str(tmp_path)],
