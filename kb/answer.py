@@ -201,7 +201,7 @@ class ExtractiveAnswerer:
         limit = self.settings.answer_sentences_embedded
 
         def promise(c: _Candidate) -> tuple[float, int]:
-            bonus = 0.15 if wants_lessons and c.is_lesson else 0.0
+            bonus = self.settings.answer_lesson_promise if wants_lessons and c.is_lesson else 0.0
             return (-(c.overlap + bonus + 0.5 / (c.passage_rank + 2)), c.passage_rank)
 
         ordered = sorted(candidates, key=promise)

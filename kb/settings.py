@@ -113,6 +113,7 @@ class Settings:
     answer_list_items: int = 6  # list items quoted under a sentence that introduces them
     answer_candidate_passages: int = 8  # passages whose sentences may be quoted
     answer_sentences_embedded: int = 18  # most promising sentences scored with the model
+    answer_lesson_promise: float = 0.15  # lesson-like sentences go first to the model when asked what to do
     answer_sentence_chars: int = 300  # a sentence is scored on this many characters at most
     answer_sentence_batch: int = 8  # sentences of similar length embedded together
     sentence_similarity_weight: float = 0.6  # sentence score = w1 * cosine to the question
