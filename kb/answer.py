@@ -22,7 +22,7 @@ import numpy as np
 
 from kb.conversation import Turn, resolve_follow_up
 from kb.keyword import tokenize
-from kb.records import Answer, Citation, Passage
+from kb.records import Answer, Citation, Passage, cite
 from kb.search import Searcher
 from kb.snapshot import Filters
 from kb.text import normalise_for_matching, page_sentences
@@ -354,19 +354,4 @@ def _usable_item(item: str) -> bool:
 
 
 def _citation(n: int, passage: Passage, page: int) -> Citation:
-    chunk, document = passage.chunk, passage.document
-    labels = {chunk.page_start: chunk.label_start, chunk.page_end: chunk.label_end}
-    return Citation(
-        n=n,
-        doc_id=document.doc_id,
-        file=document.file,
-        title=document.title,
-        organisation=document.organisation,
-        year=document.year,
-        page=page,
-        page_label=labels.get(page, str(page)),
-        text=chunk.text,
-        score=round(float(passage.score), 6),
-        url=document.url,
-        chunk_id=chunk.chunk_id,
-    )
+    return cite(n, passage.chunk, passage.document, page=page, score=round(float(passage.score), 6))

@@ -21,7 +21,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-from kb.records import Chunk, Citation, DocumentMeta
+from kb.records import Chunk, Citation, DocumentMeta, cite
 
 MAP_TYPES: tuple[str, ...] = ("lesson", "recommendation", "practice")
 BRIEF_TYPES: tuple[str, ...] = ("lesson", "recommendation")
@@ -189,22 +189,10 @@ def passage_citation(service, chunk: Chunk, document: DocumentMeta, n: int = 1) 
             quote = ""  # never quote what the page does not hold
         else:
             page = found
-    labels = {chunk.page_start: chunk.label_start, chunk.page_end: chunk.label_end}
-    return Citation(
-        n=n,
-        doc_id=document.doc_id,
-        file=document.file,
-        title=document.title,
-        organisation=document.organisation,
-        year=document.year,
-        page=page,
-        page_label=labels.get(page) or service.kb.ledger.page_label(chunk.doc_id, page),
-        text=chunk.text,
-        score=0.0,
-        quote=quote or chunk.text,
-        url=document.url,
-        chunk_id=chunk.chunk_id,
-    )
+    citation = cite(n, chunk, document, page=page, quote=quote or chunk.text)
+    if page not in (chunk.page_start, chunk.page_end):  # a middle page of a long chunk
+        citation.page_label = service.kb.ledger.page_label(chunk.doc_id, page)
+    return citation
 
 
 def map_cell_passages(

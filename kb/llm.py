@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kb import prompts
-from kb.records import Answer, Citation, Passage
+from kb.records import Answer, Citation, Passage, cite
 from kb.settings import Settings
 
 if TYPE_CHECKING:
@@ -731,22 +731,7 @@ def _renumber(sentence: _Sentence, numbering: dict[int, int]) -> str:
 
 def _citation(n: int, passage: Passage, quote: str) -> Citation:
     """A ``Citation`` numbered ``n`` for ``passage``."""
-    chunk, doc = passage.chunk, passage.document
-    return Citation(
-        n=n,
-        doc_id=doc.doc_id,
-        file=doc.file,
-        title=doc.title,
-        organisation=doc.organisation,
-        year=doc.year,
-        page=chunk.page_start,
-        page_label=chunk.label_start,
-        text=chunk.text,
-        score=passage.score,
-        quote=quote,
-        url=doc.url,
-        chunk_id=chunk.chunk_id,
-    )
+    return cite(n, passage.chunk, passage.document, score=passage.score, quote=quote)
 
 
 def _message_text(message: Any) -> str:

@@ -91,6 +91,31 @@ class Citation:
         return asdict(self)
 
 
+def cite(
+    n: int, chunk: Chunk, document: DocumentMeta, *, page: int | None = None, score: float = 0.0, quote: str = ""
+) -> Citation:
+    """Citation ``[n]`` of ``chunk`` (a passage of ``document``) at ``page`` (default: the
+    page the chunk starts on), labelled with that page's printed label where the chunk
+    knows it (its first and last page; the page index otherwise)."""
+    page = chunk.page_start if page is None else page
+    labels = {chunk.page_start: chunk.label_start, chunk.page_end: chunk.label_end}
+    return Citation(
+        n=n,
+        doc_id=document.doc_id,
+        file=document.file,
+        title=document.title,
+        organisation=document.organisation,
+        year=document.year,
+        page=page,
+        page_label=labels.get(page) or str(page),
+        text=chunk.text,
+        score=score,
+        quote=quote,
+        url=document.url,
+        chunk_id=chunk.chunk_id,
+    )
+
+
 @dataclass
 class Answer:
     """What ``kb ask`` returns: the answer text with ``[n]`` markers and its citations."""
