@@ -50,6 +50,22 @@ def make_pdf(path: Path, pages: list[str], *, header: str = "", footer: str = ""
     return path
 
 
+def ingest_with_cli(base: Path, write_documents, **extra_env: str) -> dict[str, str]:
+    """Write a library into ``base/documents`` (``write_documents(folder)``), ingest it with
+    ``kb ingest`` in this process, and return the ``KB_*`` variables that point at it."""
+    from kb.cli import main
+
+    folder = base / "documents"
+    folder.mkdir()
+    write_documents(folder)
+    env = {"KB_DATA_DIR": str(base / "data"), "KB_DOCUMENTS_DIR": str(folder), "KB_CHROMA_URL": "", "KB_LLM": "", **extra_env}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        assert main(["ingest", "--json"]) == 0
+    return env
+
+
 @pytest.fixture
 def settings(tmp_path, monkeypatch):
     """Settings whose data and documents folders are fresh temporary folders."""

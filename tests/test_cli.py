@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, make_pdf
+from conftest import REPO, ingest_with_cli, make_pdf
 from ingest.pipeline import ingest_lock
 from kb.cli import main
 from kb.ledger import Ledger
 from kb.verify import found_in, verify_against_pdf
-from test_pipeline import COCOA, FISHERIES, ONLINE, share_model, with_page_labels, write_library
+from test_pipeline import COCOA, FISHERIES, ONLINE, with_page_labels, write_library
 
 SUMMARY_KEYS = {"added", "updated", "unchanged", "removed", "duplicate", "failed", "pages", "chunks", "embedded", "seconds"}
 FILE_KEYS = {"file", "status", "doc_id", "pages", "chunks", "reason", "warnings"}
@@ -34,27 +34,10 @@ def run(capsys, *argv: str) -> tuple[int, object]:
     return status, json.loads(out) if "--json" in argv else out
 
 
-@pytest.fixture
-def kb_settings(settings, tmp_path_factory):
-    share_model(settings.data_dir, tmp_path_factory.getbasetemp())
-    return settings
-
-
 @pytest.fixture(scope="module")
 def library_env(tmp_path_factory):
     """A library ingested once through the command line; tests point KB_* at it."""
-    base = tmp_path_factory.mktemp("cli-library")
-    folder = base / "documents"
-    folder.mkdir()
-    write_library(folder)
-    data = base / "data"
-    share_model(data, tmp_path_factory.getbasetemp())
-    env = {"KB_DATA_DIR": str(data), "KB_DOCUMENTS_DIR": str(folder), "KB_CHROMA_URL": "", "KB_LLM": ""}
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        assert main(["ingest", "--json"]) == 0
-    return env
+    return ingest_with_cli(tmp_path_factory.mktemp("cli-library"), write_library)
 
 
 @pytest.fixture
@@ -70,8 +53,8 @@ def library(library_env, monkeypatch, capsys):
 # ======================================================================================
 
 
-def test_ingest_json_schema(kb_settings, capsys):
-    folder = kb_settings.documents_dir
+def test_ingest_json_schema(settings, capsys):
+    folder = settings.documents_dir
     make_pdf(folder / "cocoa.pdf", COCOA)
     make_pdf(folder / "online.pdf", ONLINE)
 
@@ -93,8 +76,8 @@ def test_ingest_json_schema(kb_settings, capsys):
     assert again["summary"]["embedded"] == 0 and again["summary"]["unchanged"] == 2
 
 
-def test_ingest_exits_1_when_a_file_failed(kb_settings, capsys):
-    folder = kb_settings.documents_dir
+def test_ingest_exits_1_when_a_file_failed(settings, capsys):
+    folder = settings.documents_dir
     make_pdf(folder / "cocoa.pdf", COCOA)
     (folder / "empty.pdf").write_bytes(b"")
     (folder / "page.pdf").write_bytes(b"<html><body>404</body></html>")
@@ -111,9 +94,9 @@ def test_ingest_exits_1_when_a_file_failed(kb_settings, capsys):
     assert "0 added" in text and "2 failed" in text
 
 
-def test_ingest_exits_2_while_another_ingest_runs(kb_settings, capsys):
-    make_pdf(kb_settings.documents_dir / "cocoa.pdf", COCOA)
-    with ingest_lock(kb_settings.lock_path):
+def test_ingest_exits_2_while_another_ingest_runs(settings, capsys):
+    make_pdf(settings.documents_dir / "cocoa.pdf", COCOA)
+    with ingest_lock(settings.lock_path):
         assert main(["ingest", "--json"]) == 2
     assert "another ingest is already running" in capsys.readouterr().err
 
@@ -174,7 +157,7 @@ def test_ask_abstains_when_nothing_answers(library, capsys):
     assert output["citations"] == []
 
 
-def test_ask_on_an_empty_library(kb_settings, capsys):
+def test_ask_on_an_empty_library(settings, capsys):
     status, output = run(capsys, "ask", "What works against forced labour?", "--json")
     assert status == 0
     assert output["abstained"] is True and output["citations"] == []
@@ -205,8 +188,8 @@ def test_search_json(library, capsys):
     assert {"n", "doc_id", "page", "page_label", "text", "score", "chunk_id"} <= set(top)
 
 
-def test_stats_json(kb_settings, capsys):
-    folder = kb_settings.documents_dir
+def test_stats_json(settings, capsys):
+    folder = settings.documents_dir
     write_library(folder)
     (folder / "broken.pdf").write_bytes(b"%PDF-1.4\n%%EOF")
     assert main(["ingest", "--json"]) == 1
@@ -221,7 +204,7 @@ def test_stats_json(kb_settings, capsys):
     (failed,) = stats["failed"]
     assert failed["file"] == "broken.pdf" and failed["path"] == str(folder / "broken.pdf")
     assert failed["reason"].startswith("corrupt")
-    assert stats["data_dir"] == str(kb_settings.data_dir)
+    assert stats["data_dir"] == str(settings.data_dir)
 
     status, text = run(capsys, "stats")
     assert "3 documents, 7 pages" in text and "broken.pdf: corrupt" in text
@@ -232,8 +215,8 @@ def test_stats_json(kb_settings, capsys):
 # ======================================================================================
 
 
-def test_remove(kb_settings, capsys):
-    folder = kb_settings.documents_dir
+def test_remove(settings, capsys):
+    folder = settings.documents_dir
     make_pdf(folder / "cocoa.pdf", COCOA)
     make_pdf(folder / "online.pdf", ONLINE)
     assert main(["ingest", "--json"]) == 0
@@ -241,7 +224,7 @@ def test_remove(kb_settings, capsys):
     status, output = run(capsys, "remove", "online.pdf", "--json")
     assert (status, output) == (0, {"removed": ["online.pdf"]})
     assert not (folder / "online.pdf").exists()
-    assert [p.name.endswith("-online.pdf") for p in (kb_settings.data_dir / "removed").iterdir()] == [True]
+    assert [p.name.endswith("-online.pdf") for p in (settings.data_dir / "removed").iterdir()] == [True]
     status, stats = run(capsys, "stats", "--json")
     assert stats["documents"] == 1
 
@@ -256,22 +239,22 @@ def test_remove(kb_settings, capsys):
 # ======================================================================================
 
 
-def test_console_script_runs_as_a_process(kb_settings, capsys):
+def test_console_script_runs_as_a_process(settings, capsys):
     script = Path(sys.executable).with_name("kb")
     if not script.is_file():
         script = REPO / ".venv" / "bin" / "kb"
     if not script.is_file():
         pytest.skip("the kb console script is not installed")
-    folder = kb_settings.documents_dir
+    folder = settings.documents_dir
     with_page_labels(make_pdf(folder / "fisheries.pdf", FISHERIES), 65)
     assert main(["ingest", "--json"]) == 0  # embedded here, so the process below needs no model
     shutil.copyfile(folder / "fisheries.pdf", folder / "fisheries-copy.pdf")
     (folder / "truncated.pdf").write_bytes((folder / "fisheries.pdf").read_bytes()[:900])
 
-    environment = {**os.environ, "KB_DATA_DIR": str(kb_settings.data_dir), "KB_DOCUMENTS_DIR": str(folder)}
+    environment = {**os.environ, "KB_DATA_DIR": str(settings.data_dir), "KB_DOCUMENTS_DIR": str(folder)}
     process = subprocess.run(
         [str(script), "ingest", str(folder), "--json"],
-        env=environment, cwd=kb_settings.data_dir.parent, capture_output=True, text=True, timeout=300,
+        env=environment, cwd=settings.data_dir.parent, capture_output=True, text=True, timeout=300,
     )
     assert process.returncode == 1, process.stderr
     output = json.loads(process.stdout)

@@ -60,17 +60,6 @@ CATALOGUE = (
 )
 
 
-def share_model(data_dir: Path, base: Path) -> None:
-    """The embedder is loaded once per backend and models folder; pointing every test's
-    models folder at one shared folder loads the model once for the whole session."""
-    shared = base / "shared-models"
-    shared.mkdir(exist_ok=True)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    link = data_dir / "models"
-    if not link.exists():
-        link.symlink_to(shared, target_is_directory=True)
-
-
 def with_page_labels(path: Path, start: int) -> Path:
     writer = PdfWriter(clone_from=io.BytesIO(path.read_bytes()))
     writer.set_page_label(0, len(writer.pages) - 1, style="/D", start=start)
@@ -140,14 +129,8 @@ def result(report, name: str):
 
 
 @pytest.fixture
-def kb_settings(settings, tmp_path_factory):
-    share_model(settings.data_dir, tmp_path_factory.getbasetemp())
-    return settings
-
-
-@pytest.fixture
-def service(kb_settings):
-    return Service(kb_settings)
+def service(settings):
+    return Service(settings)
 
 
 # ======================================================================================
@@ -155,18 +138,18 @@ def service(kb_settings):
 # ======================================================================================
 
 
-def test_add_then_a_second_run_embeds_nothing(kb_settings):
-    folder = kb_settings.documents_dir
+def test_add_then_a_second_run_embeds_nothing(settings):
+    folder = settings.documents_dir
     write_library(folder)
 
-    first = ingest([folder], kb_settings)
+    first = ingest([folder], settings)
     summary = first.summary()
     assert (summary["added"], summary["failed"], summary["unchanged"]) == (3, 0, 0)
     assert summary["pages"] == 7
     assert summary["embedded"] == summary["chunks"] > 0
     assert first.repaired == []
 
-    service = Service(kb_settings)
+    service = Service(settings)
     documents = {d.file: d for d in service.documents()}
     assert set(documents) == {"fisheries.pdf", "cocoa.pdf", "online.pdf"}
     fish = documents["fisheries.pdf"]
@@ -174,20 +157,20 @@ def test_add_then_a_second_run_embeds_nothing(kb_settings):
         "Forced Labour on Distant-Water Fishing Vessels", "ILO", 2019, "https://example.org/fish", 3,
     )
     assert [(p.index, p.label) for p in service.kb.ledger.pages(fish.doc_id)] == [(1, "65"), (2, "66"), (3, "67")]
-    assert chroma_ids(service) == ledger_chunk_ids(kb_settings)
-    before = ledger_rows(kb_settings)
+    assert chroma_ids(service) == ledger_chunk_ids(settings)
+    before = ledger_rows(settings)
 
-    second = ingest([folder], kb_settings)
+    second = ingest([folder], settings)
     assert second.summary()["embedded"] == 0
     assert second.count("unchanged") == 3
     assert all(r.status == "unchanged" for r in second.results)
-    assert ledger_rows(kb_settings) == before
-    assert chroma_ids(service) == ledger_chunk_ids(kb_settings)
+    assert ledger_rows(settings) == before
+    assert chroma_ids(service) == ledger_chunk_ids(settings)
 
 
-def test_chroma_metadata_matches_the_ledger(service, kb_settings):
-    write_library(kb_settings.documents_dir)
-    service.ingest([kb_settings.documents_dir])
+def test_chroma_metadata_matches_the_ledger(service, settings):
+    write_library(settings.documents_dir)
+    service.ingest([settings.documents_dir])
     stored = service.kb.store.collection.get(include=["metadatas", "documents"])
     documents = {d.doc_id: d for d in service.documents()}
     chunks = {c.chunk_id: c for d in documents for c in service.kb.chunks_of(d)}
@@ -201,8 +184,8 @@ def test_chroma_metadata_matches_the_ledger(service, kb_settings):
         assert (metadata["page_start"], metadata["page_end"]) == (chunk.page_start, chunk.page_end)
 
 
-def test_a_changed_file_replaces_its_old_chunks(service, kb_settings):
-    folder = kb_settings.documents_dir
+def test_a_changed_file_replaces_its_old_chunks(service, settings):
+    folder = settings.documents_dir
     path = make_pdf(folder / "cocoa.pdf", COCOA)
     service.ingest([folder])
     (old,) = service.documents()
@@ -216,15 +199,15 @@ def test_a_changed_file_replaces_its_old_chunks(service, kb_settings):
     assert new.doc_id != old.doc_id and new.file == "cocoa.pdf"
     assert service.kb.ledger.document(old.doc_id) is None
     assert not old_ids & chroma_ids(service), "old vectors left in Chroma"
-    assert not old_ids & ledger_chunk_ids(kb_settings), "old chunks left in the ledger"
-    assert chroma_ids(service) == ledger_chunk_ids(kb_settings) == set(service.kb.ledger.chunk_ids(new.doc_id))
+    assert not old_ids & ledger_chunk_ids(settings), "old chunks left in the ledger"
+    assert chroma_ids(service) == ledger_chunk_ids(settings) == set(service.kb.ledger.chunk_ids(new.doc_id))
     top = service.search("paid adult harvesters replaced child workers")[0]
     assert top.document.doc_id == new.doc_id
     assert all("machetes" not in p.text for p in service.search("children used machetes"))
 
 
-def test_a_file_removed_from_the_folder_leaves_the_knowledge_base(service, kb_settings):
-    folder = kb_settings.documents_dir
+def test_a_file_removed_from_the_folder_leaves_the_knowledge_base(service, settings):
+    folder = settings.documents_dir
     write_library(folder)
     service.ingest([folder])
     gone = {d.file: d for d in service.documents()}["online.pdf"]
@@ -236,13 +219,13 @@ def test_a_file_removed_from_the_folder_leaves_the_knowledge_base(service, kb_se
     assert report.count("unchanged") == 2 and report.summary()["embedded"] == 0
     assert {d.file for d in service.documents()} == {"fisheries.pdf", "cocoa.pdf"}
     assert not gone_ids & chroma_ids(service)
-    assert not gone_ids & ledger_chunk_ids(kb_settings)
+    assert not gone_ids & ledger_chunk_ids(settings)
     assert service.kb.ledger.pages(gone.doc_id) == []
     assert all(p.document.file != "online.pdf" for p in service.search("fake job offers on social media"))
 
 
-def test_ingesting_single_files_does_not_remove_the_others(service, kb_settings):
-    folder = kb_settings.documents_dir
+def test_ingesting_single_files_does_not_remove_the_others(service, settings):
+    folder = settings.documents_dir
     write_library(folder)
     service.ingest([folder])
     report = service.ingest([folder / "cocoa.pdf"])
@@ -250,8 +233,8 @@ def test_ingesting_single_files_does_not_remove_the_others(service, kb_settings)
     assert len(service.documents()) == 3
 
 
-def test_same_bytes_under_two_names_are_stored_once(service, kb_settings):
-    folder = kb_settings.documents_dir
+def test_same_bytes_under_two_names_are_stored_once(service, settings):
+    folder = settings.documents_dir
     make_pdf(folder / "cocoa.pdf", COCOA)
     shutil.copyfile(folder / "cocoa.pdf", folder / "copy-of-cocoa.pdf")
 
@@ -262,7 +245,7 @@ def test_same_bytes_under_two_names_are_stored_once(service, kb_settings):
     assert "same content as cocoa.pdf" in duplicate.reason
     assert report.summary()["failed"] == 0
     (document,) = service.documents()
-    assert len(chroma_ids(service)) == document.chunks == len(ledger_chunk_ids(kb_settings))
+    assert len(chroma_ids(service)) == document.chunks == len(ledger_chunk_ids(settings))
     assert service.stats()["duplicates"] == [{"file": "copy-of-cocoa.pdf", "reason": "same content as cocoa.pdf"}]
 
     again = service.ingest([folder])
@@ -271,8 +254,8 @@ def test_same_bytes_under_two_names_are_stored_once(service, kb_settings):
     assert len(service.documents()) == 1
 
 
-def test_the_copy_keeps_the_document_when_the_original_goes(service, kb_settings):
-    folder = kb_settings.documents_dir
+def test_the_copy_keeps_the_document_when_the_original_goes(service, settings):
+    folder = settings.documents_dir
     make_pdf(folder / "cocoa.pdf", COCOA)
     shutil.copyfile(folder / "cocoa.pdf", folder / "copy-of-cocoa.pdf")
     service.ingest([folder])
@@ -315,8 +298,8 @@ def _zip_bytes() -> bytes:
     return buffer.getvalue()
 
 
-def test_every_bad_file_is_reported_and_the_good_ones_are_ingested(service, kb_settings):
-    folder = kb_settings.documents_dir
+def test_every_bad_file_is_reported_and_the_good_ones_are_ingested(service, settings):
+    folder = settings.documents_dir
     make_pdf(folder / "fisheries.pdf", FISHERIES)
     make_pdf(folder / "cocoa.pdf", COCOA)
     # readable although encrypted: the user password is empty
@@ -342,17 +325,17 @@ def test_every_bad_file_is_reported_and_the_good_ones_are_ingested(service, kb_s
     assert again.summary()["failed"] == len(BAD_FILES) and again.summary()["embedded"] == 0
 
 
-def test_a_missing_path_is_reported(kb_settings):
-    report = ingest([kb_settings.documents_dir / "nowhere.pdf"], kb_settings)
+def test_a_missing_path_is_reported(settings):
+    report = ingest([settings.documents_dir / "nowhere.pdf"], settings)
     (failure,) = report.failed
     assert "no such file or folder" in failure.reason
 
 
-def test_a_failed_file_leaves_the_knowledge_base_exactly_as_it_was(service, kb_settings):
-    folder = kb_settings.documents_dir
+def test_a_failed_file_leaves_the_knowledge_base_exactly_as_it_was(service, settings):
+    folder = settings.documents_dir
     write_library(folder)
     service.ingest([folder])
-    before = ledger_rows(kb_settings)
+    before = ledger_rows(settings)
     ids_before = chroma_ids(service)
     generation = service.kb.ledger.generation()
     cocoa = {d.file: d for d in service.documents()}["cocoa.pdf"]
@@ -363,7 +346,7 @@ def test_a_failed_file_leaves_the_knowledge_base_exactly_as_it_was(service, kb_s
     report = service.ingest([folder])
 
     assert report.summary()["failed"] == 2 and report.summary()["embedded"] == 0
-    after = ledger_rows(kb_settings)
+    after = ledger_rows(settings)
     for table in ("documents", "pages", "chunks", "embeddings"):
         assert after[table] == before[table], f"{table} changed"
     assert chroma_ids(service) == ids_before
@@ -381,7 +364,7 @@ def test_a_failed_file_leaves_the_knowledge_base_exactly_as_it_was(service, kb_s
     fixed = service.ingest([folder])
     assert result(fixed, "cocoa.pdf").status == "unchanged"
     assert fixed.summary()["embedded"] == 0
-    assert ledger_rows(kb_settings)["chunks"] == before["chunks"]
+    assert ledger_rows(settings)["chunks"] == before["chunks"]
 
 
 # ======================================================================================
@@ -457,21 +440,21 @@ def test_read_ahead_stops_when_the_caller_stops():
     assert len(worker.submitted) < len(names)  # it stopped reading, it did not run to the end
 
 
-def test_a_second_ingest_is_refused_while_one_holds_the_lock(kb_settings):
-    folder = kb_settings.documents_dir
+def test_a_second_ingest_is_refused_while_one_holds_the_lock(settings):
+    folder = settings.documents_dir
     make_pdf(folder / "cocoa.pdf", COCOA)
-    with ingest_lock(kb_settings.lock_path):
+    with ingest_lock(settings.lock_path):
         with pytest.raises(IngestBusy, match="another ingest is already running"):
-            ingest([folder], kb_settings)
-        assert not kb_settings.ledger_path.exists() or ledger_rows(kb_settings)["files"] == []
-    report = ingest([folder], kb_settings)  # free again
+            ingest([folder], settings)
+        assert not settings.ledger_path.exists() or ledger_rows(settings)["files"] == []
+    report = ingest([folder], settings)  # free again
     assert report.count("added") == 1
 
 
-def test_the_lock_holds_across_processes(kb_settings):
-    folder = kb_settings.documents_dir
+def test_the_lock_holds_across_processes(settings):
+    folder = settings.documents_dir
     make_pdf(folder / "cocoa.pdf", COCOA)
-    kb_settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import fcntl, sys, time\n"
@@ -479,17 +462,17 @@ def test_the_lock_holds_across_processes(kb_settings):
          "fcntl.flock(handle, fcntl.LOCK_EX)\n"
          "print('locked', flush=True)\n"
          "time.sleep(60)\n",
-         str(kb_settings.lock_path)],
+         str(settings.lock_path)],
         stdout=subprocess.PIPE, text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(IngestBusy):
-            ingest([folder], kb_settings)
+            ingest([folder], settings)
     finally:
         holder.kill()
         holder.wait(timeout=10)
-    assert ingest([folder], kb_settings).count("added") == 1
+    assert ingest([folder], settings).count("added") == 1
 
 
 # ======================================================================================
@@ -497,8 +480,8 @@ def test_the_lock_holds_across_processes(kb_settings):
 # ======================================================================================
 
 
-def test_remove_takes_the_document_out_and_moves_the_file_aside(service, kb_settings):
-    folder = kb_settings.documents_dir
+def test_remove_takes_the_document_out_and_moves_the_file_aside(service, settings):
+    folder = settings.documents_dir
     write_library(folder)
     service.ingest([folder])
     online = {d.file: d for d in service.documents()}["online.pdf"]
@@ -507,10 +490,10 @@ def test_remove_takes_the_document_out_and_moves_the_file_aside(service, kb_sett
 
     assert service.remove("online.pdf") == ["online.pdf"]
     assert not (folder / "online.pdf").exists()
-    (moved,) = (kb_settings.data_dir / "removed").iterdir()
+    (moved,) = (settings.data_dir / "removed").iterdir()
     assert moved.name.endswith("-online.pdf") and moved.read_bytes() == original
     assert {d.file for d in service.documents()} == {"fisheries.pdf", "cocoa.pdf"}
-    assert not ids & chroma_ids(service) and not ids & ledger_chunk_ids(kb_settings)
+    assert not ids & chroma_ids(service) and not ids & ledger_chunk_ids(settings)
     assert all(p.document.file != "online.pdf" for p in service.search("fake job offers on social media"))
 
     report = service.ingest([folder])  # the next sync does not bring it back
@@ -535,7 +518,6 @@ def library(tmp_path_factory):
     folder.mkdir()
     write_library(folder)
     settings = get_settings(data_dir=base / "data", documents_dir=folder, chroma_url="", llm="")
-    share_model(settings.data_dir, tmp_path_factory.getbasetemp())
     service = Service(settings)
     report = service.ingest([folder])
     assert report.count("added") == 3

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_pdf
+from conftest import ingest_with_cli, make_pdf
 from kb.cli import main
-from test_pipeline import share_model
 
 # name -> (organisation, theme the passage is written for, passage type, text)
 PASSAGES: dict[str, tuple[str, str, str, str]] = {
@@ -166,18 +165,7 @@ def write_passages(folder: Path, names: list[str] | None = None) -> None:
 @pytest.fixture(scope="module")
 def library_env(tmp_path_factory):
     """One small library, ingested once through ``kb ingest``."""
-    base = tmp_path_factory.mktemp("themes-library")
-    folder = base / "documents"
-    folder.mkdir()
-    write_passages(folder)
-    data = base / "data"
-    share_model(data, tmp_path_factory.getbasetemp())
-    env = {"KB_DATA_DIR": str(data), "KB_DOCUMENTS_DIR": str(folder), "KB_CHROMA_URL": "", "KB_LLM": "", "KB_THEMES_FILE": ""}
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        assert main(["ingest", "--json"]) == 0
-    return env
+    return ingest_with_cli(tmp_path_factory.mktemp("themes-library"), write_passages, KB_THEMES_FILE="")
 
 
 @pytest.fixture
@@ -391,14 +379,13 @@ def test_theme_brief_has_a_heading_per_organisation_and_exports(library):
 # ======================================================================================
 
 
-def test_retag_after_editing_the_taxonomy(settings, tmp_path, tmp_path_factory, monkeypatch, capsys):
+def test_retag_after_editing_the_taxonomy(settings, tmp_path, monkeypatch, capsys):
     from kb.knowledge_base import KnowledgeBase
     from kb.settings import get_settings
     from kb.snapshot import Filters
     from kb.service import Service
     from kb.themes import DEFAULT_TAXONOMY
 
-    share_model(settings.data_dir, tmp_path_factory.getbasetemp())
     taxonomy_file = tmp_path / "themes.json"
     shutil.copy(DEFAULT_TAXONOMY, taxonomy_file)
     monkeypatch.setenv("KB_THEMES_FILE", str(taxonomy_file))
@@ -444,8 +431,7 @@ def test_retag_after_editing_the_taxonomy(settings, tmp_path, tmp_path_factory, 
     assert again["changed"] == 0
 
 
-def test_a_broken_taxonomy_file_does_not_stop_an_ingest(settings, tmp_path, tmp_path_factory, monkeypatch, capsys):
-    share_model(settings.data_dir, tmp_path_factory.getbasetemp())
+def test_a_broken_taxonomy_file_does_not_stop_an_ingest(settings, tmp_path, monkeypatch, capsys):
     broken = tmp_path / "themes.json"
     broken.write_text("{", encoding="utf-8")
     monkeypatch.setenv("KB_THEMES_FILE", str(broken))
