@@ -54,10 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ["ANONYMIZED_TELEMETRY"] = "False"
+import kb.settings  # noqa: E402,F401 - the offline environment (no downloads, no telemetry), set on import
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
 
