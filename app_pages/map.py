@@ -13,6 +13,7 @@ import streamlit as st
 
 from app_pages import common
 from app_pages.common import md
+from kb.brief import BriefError
 from kb.themes import PASSAGE_TYPE_LABELS, PASSAGE_TYPES
 
 ALL_ORGANISATIONS = "All organisations"
@@ -105,9 +106,13 @@ def _add_all_to_brief(citations) -> None:
 
 
 def _build_theme_brief(service, theme_id: str) -> None:
-    brief = service.save_theme_brief(theme_id)
+    try:
+        brief = service.save_theme_brief(theme_id)
+    except (KeyError, BriefError, OSError) as error:  # the theme was retagged away; the disk refused
+        st.session_state[_BUILT] = ("error", f"The theme brief could not be made: {error}")
+        return
     common.set_current_brief(brief.id)
-    st.session_state[_BUILT] = brief.title
+    st.session_state[_BUILT] = ("saved", brief.title)
 
 
 # --------------------------------------------------------------------------------------
@@ -172,10 +177,12 @@ def show_theme(service, theme_id: str, theme_label: str, organisation: str, type
         help="Each organisation's lessons and recommendations on this theme, quoted and cited, as a new brief.",
         type="primary",
     )
-    built = st.session_state.pop(_BUILT, None)
-    if built:
-        st.success(f"Theme brief saved: {md(built)}. Open it on the Brief page to edit and export it.")
+    outcome, text = st.session_state.pop(_BUILT, (None, ""))
+    if outcome == "saved":
+        st.success(f"Theme brief saved: {md(text)}. Open it on the Brief page to edit and export it.")
         st.page_link("app_pages/brief.py", label="Open the Brief page")
+    elif outcome == "error":
+        st.error(md(text))
 
     whose = None if organisation == ALL_ORGANISATIONS else organisation
     citations = service.map_passages(theme_id, whose, types)

@@ -730,6 +730,22 @@ def test_one_click_builds_a_theme_brief(fresh_app, downloads) -> None:
         assert f"## {organisation}" in markdown
 
 
+def test_a_theme_brief_that_cannot_be_saved_is_reported(fresh_app) -> None:
+    import shutil
+
+    from kb.service import Service
+
+    _, data = fresh_app
+    _, label, _, _ = _filled_cell(Service().exchange_map())
+    at = new_app("map")
+    at.selectbox(key="map_theme").select(label).run()
+    shutil.rmtree(data / "briefs", ignore_errors=True)
+    (data / "briefs").write_text("a file where the briefs folder belongs")
+    click(at, f"Build a theme brief: {label}")
+    assert any("could not be made" in e.value for e in at.error)
+    assert not at.success
+
+
 def test_passage_type_filter_in_the_sidebar(shared_app) -> None:
     from kb.service import Service
 
