@@ -1,6 +1,6 @@
 """Ingest throughput: our pipeline against the LangChain tutorial, and against raw embedding.
 
-A cold ingest of a corpus folder (default ``../shared/corpus``) into a fresh temporary data
+A cold ingest of a corpus folder (default ``../shared/corpus``; ``--corpus`` repeated: several, together) into a fresh temporary data
 folder (so the embedding cache is empty), with ``ingest.pipeline.ingest``:
 
 * pages/s, chunks/s and seconds for the ingest itself; the model load (and, for the ONNX
@@ -26,7 +26,7 @@ machine compare figures only together with their load.
 
 Command line (from the repository root)::
 
-    python bench/ingest.py [--corpus ../shared/corpus] [--limit-files N] [--json]
+    python bench/ingest.py [--corpus ../shared/corpus ...] [--limit-files N] [--json]
                            [--skip-tutorial] [--skip-raw] [--raw-batch 256]
                            [--keep DIR] [--keep-tutorial DIR]
 
@@ -272,7 +272,8 @@ def format_report(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--corpus", type=Path, action="append",
+                        help=f"a folder of PDFs (repeatable: all are ingested together; default {DEFAULT_CORPUS})")
     parser.add_argument("--limit-files", type=int, default=None, metavar="N")
     parser.add_argument("--skip-tutorial", action="store_true")
     parser.add_argument("--skip-raw", action="store_true")
@@ -284,12 +285,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    if not args.corpus.is_dir():
-        print(f"skipped: {args.corpus} not found")
+    corpora = args.corpus or [DEFAULT_CORPUS]
+    missing = [str(corpus) for corpus in corpora if not corpus.is_dir()]
+    if missing:
+        print(f"skipped: {', '.join(missing)} not found")
         return 0
-    files = pdf_files(args.corpus, args.limit_files)
+    files = [path for corpus in corpora for path in pdf_files(corpus, None)][: args.limit_files]
     if not files:
-        print(f"skipped: no PDF files in {args.corpus}")
+        print(f"skipped: no PDF files in {', '.join(str(c) for c in corpora)}")
         return 0
 
     if args.phase == "ours":
@@ -302,8 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     for keep in (args.keep, args.keep_tutorial):
         if keep and keep.exists() and any(keep.iterdir()):
             parser.error(f"{keep} is not empty: a cold ingest needs an empty folder")
-    common = ["--corpus", str(args.corpus)] + (["--limit-files", str(args.limit_files)] if args.limit_files else [])
-    report: dict = {"corpus": str(args.corpus.resolve()), "machine": machine(), "loadavg_start": loadavg()}
+    common = [part for corpus in corpora for part in ("--corpus", str(corpus))]
+    common += ["--limit-files", str(args.limit_files)] if args.limit_files else []
+    report: dict = {"corpus": ", ".join(str(c.resolve()) for c in corpora), "machine": machine(), "loadavg_start": loadavg()}
     scratch = Path(tempfile.mkdtemp(prefix="kb-bench-ingest-"))
     try:
         ours_dir = args.keep or scratch / "ours"
