@@ -14,10 +14,10 @@ import streamlit as st
 from app_pages import common
 from app_pages.common import md
 from kb.brief import BriefError
+from kb.exchange_map import MAP_TYPES
 from kb.themes import PASSAGE_TYPE_LABELS, PASSAGE_TYPES
 
 ALL_ORGANISATIONS = "All organisations"
-DEFAULT_TYPES = ["lesson", "recommendation", "practice"]
 _TABLE = "map_table"
 _THEME = "map_theme"
 _ORGANISATION = "map_organisation"
@@ -130,10 +130,10 @@ def main() -> None:
     types = st.multiselect(
         "Count these passages",
         list(PASSAGE_TYPES),
-        default=DEFAULT_TYPES,
+        default=list(MAP_TYPES),
         key="map_types",
         format_func=lambda kind: PASSAGE_TYPE_LABELS.get(kind, kind),
-    ) or DEFAULT_TYPES
+    ) or list(MAP_TYPES)
     table = service.exchange_map(tuple(types))
     if not table["organisations"]:
         st.info("The library is empty. Staff can add reports on the Library page.")
