@@ -1,4 +1,12 @@
-"""PDF bytes → raw pages (1-based index, printed label, text) with pypdf.
+"""PDF bytes → raw pages (1-based index, printed label, text).
+
+Two libraries share the work.  pypdf checks the file's structure (encryption, the page
+tree, page counts), reads the printed page labels and the document information, and
+decodes every page's content streams under its safety limits, so that a decompression
+bomb is refused before anything else touches it.  PDFium (through pypdfium2) then
+extracts the text: it is the same text a PDF viewer finds, and about fifteen times faster
+than pypdf's own extraction, which made reading the largest cost of ingestion after
+embedding.
 
 Every way a file can be unusable becomes one ``ReadError`` with a one-line reason that a
 member of staff can act on.  Single pages that fail to parse are skipped with a warning.
@@ -8,12 +16,20 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from kb.records import Page
 
 logging.getLogger("pypdf").setLevel(logging.ERROR)
+
+# PDFium is not thread-safe: every call into it from this process takes this lock.
+_PDFIUM_LOCK = threading.Lock()
+
+# A page with more text than this is not a real page (a report page holds 2-10 thousand
+# characters); its text is cut here so that a flood of text operators cannot flood the index.
+MAX_CHARS_PER_PAGE = 200_000
 
 
 class ReadError(Exception):
@@ -148,25 +164,21 @@ def read_pdf(data: bytes, *, max_pages: int = 5000, min_chars_per_page: int = 25
         raise ReadError(f"refused: the file claims {count:,} pages (limit {max_pages:,})")
 
     labels = _page_labels(reader, count)
-    pages: list[Page] = []
     warnings: list[str] = []
-    failed_pages = 0
-    first_failure = ""
+    failures: dict[int, str] = {}
     for index in range(count):
-        try:
-            text = reader.pages[index].extract_text() or ""
-        except LimitReachedError as error:  # one bomb is enough to refuse the whole file
-            raise ReadError(_limit_reason(error, page=index + 1)) from None
-        except MemoryError:
-            raise
-        except Exception as error:
-            failed_pages += 1
-            why = "objects nested too deeply" if isinstance(error, RecursionError) else _short(error)
-            first_failure = first_failure or why
-            warnings.append(f"page {index + 1} could not be parsed ({why}); skipped")
-            text = ""
-        pages.append(Page(index=index + 1, label=labels[index], text=text))
+        problem = _screen_page(reader, index)
+        if problem:
+            failures[index] = problem
+    texts = _pdfium_texts(data, count, failures)
+    pages: list[Page] = []
+    for index in range(count):
+        if index in failures:
+            warnings.append(f"page {index + 1} could not be parsed ({failures[index]}); skipped")
+        pages.append(Page(index=index + 1, label=labels[index], text=texts[index]))
 
+    failed_pages = len(failures)
+    first_failure = failures[min(failures)] if failures else ""
     if failed_pages == count:
         raise ReadError(f"corrupt PDF: no page could be parsed ({first_failure[:120]})")
     if all(len(page.text.strip()) < min_chars_per_page for page in pages):
@@ -175,6 +187,127 @@ def read_pdf(data: bytes, *, max_pages: int = 5000, min_chars_per_page: int = 25
 
 
 _NESTED = "corrupt PDF: objects nested too deeply to read"
+
+
+def _screen_page(reader, index: int) -> str:
+    """Decode one page's content streams (and the form XObjects it draws) under pypdf's
+    safety limits; return why the page cannot be read, or "" when it can.
+
+    A decompression bomb raises ``ReadError`` for the whole file: one is enough to refuse it.
+    """
+    from pypdf.errors import LimitReachedError
+
+    try:
+        page = reader.pages[index]
+        contents = page.get_contents()
+        if contents is not None:
+            contents.get_data()
+        _decode_forms(page.get("/Resources"), set())
+        return ""
+    except LimitReachedError as error:
+        raise ReadError(_limit_reason(error, page=index + 1)) from None
+    except MemoryError:
+        raise
+    except RecursionError:
+        return "objects nested too deeply"
+    except Exception as error:
+        return _short(error)
+
+
+def _decode_forms(resources, seen: set[int], depth: int = 0) -> None:
+    """Decode the streams of the form XObjects named in ``resources``, and theirs in turn."""
+    if depth > 20:
+        raise RecursionError
+    resources = resources.get_object() if resources is not None else None
+    if not hasattr(resources, "get"):
+        return
+    xobjects = resources.get("/XObject")
+    xobjects = xobjects.get_object() if xobjects is not None else None
+    if not hasattr(xobjects, "values"):
+        return
+    for reference in xobjects.values():
+        key = getattr(reference, "idnum", None)
+        if key is not None:
+            if key in seen:
+                continue
+            seen.add(key)
+        form = reference.get_object()
+        if not hasattr(form, "get") or form.get("/Subtype") != "/Form":
+            continue
+        form.get_data()
+        _decode_forms(form.get("/Resources"), seen, depth + 1)
+
+
+def _pdfium_texts(data: bytes, count: int, failures: dict[int, str]) -> list[str]:
+    """The text of each page, extracted by PDFium; pages in ``failures`` are left empty
+    and pages PDFium cannot load are added to it."""
+    texts = [""] * count
+    with _PDFIUM_LOCK:
+        import pypdfium2
+
+        try:
+            document = pypdfium2.PdfDocument(data)
+        except Exception as error:
+            raise ReadError(f"corrupt or truncated PDF ({_short(error)})") from None
+        try:
+            if len(document) != count:
+                # The two readers disagree on the page tree (a damaged /Count, say): keep
+                # pypdf's reading, with its own extraction, so that page numbers stay right.
+                return _pypdf_texts(data, count, failures)
+            for index in range(count):
+                if index in failures:
+                    continue
+                try:
+                    texts[index] = _page_text(document, index)
+                except Exception as error:
+                    failures[index] = _short(error)
+        finally:
+            document.close()
+    return texts
+
+
+def _pypdf_texts(data: bytes, count: int, failures: dict[int, str]) -> list[str]:
+    """The slower extraction, for files whose page tree PDFium reads differently."""
+    from pypdf import PdfReader
+    from pypdf.errors import LimitReachedError
+
+    reader = PdfReader(io.BytesIO(data), strict=False)
+    if reader.is_encrypted:
+        reader.decrypt("")
+    texts = [""] * count
+    for index in range(count):
+        if index in failures:
+            continue
+        try:
+            texts[index] = (reader.pages[index].extract_text() or "")[:MAX_CHARS_PER_PAGE]
+        except LimitReachedError as error:
+            raise ReadError(_limit_reason(error, page=index + 1)) from None
+        except MemoryError:
+            raise
+        except Exception as error:
+            failures[index] = "objects nested too deeply" if isinstance(error, RecursionError) else _short(error)
+    return texts
+
+
+def _page_text(document, index: int) -> str:
+    page = document[index]
+    try:
+        text_page = page.get_textpage()
+        try:
+            text = text_page.get_text_bounded()
+        finally:
+            text_page.close()
+    finally:
+        page.close()
+    # PDFium ends lines with CR LF and marks a hyphen it judged to break a word at the
+    # end of a line with U+FFFE; both become what pypdf and the cleaner expect.
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\ufffe", "-")
+    return text[:MAX_CHARS_PER_PAGE]
+
+
+def page_texts(data: bytes) -> list[str]:
+    """The text of every page as ingestion reads it (for checking quotes against a PDF)."""
+    return [page.text for page in read_pdf(data, min_chars_per_page=0).pages]
 
 
 def _declared_page_count(reader) -> int:
@@ -203,7 +336,7 @@ def _limit_reason(error: BaseException, page: int | None = None) -> str:
 
 def _can_read(reader) -> bool:
     try:
-        reader.pages[0].extract_text()
+        reader.pages[0].get_contents()
         return True
     except Exception:
         return False

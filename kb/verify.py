@@ -44,16 +44,12 @@ def verify_against_ledger(ledger: Ledger, doc_id: str, page: int, quote: str) ->
 
 @functools.lru_cache(maxsize=64)
 def _pdf_pages(path: str, modified: float) -> tuple[str, ...]:
-    from pypdf import PdfReader
+    from ingest.reader import ReadError, page_texts
 
-    reader = PdfReader(path, strict=False)
-    texts = []
-    for page in reader.pages:
-        try:
-            texts.append(page.extract_text() or "")
-        except Exception:
-            texts.append("")
-    return tuple(texts)
+    try:
+        return tuple(page_texts(Path(path).read_bytes()))
+    except (ReadError, OSError):
+        return ()
 
 
 def verify_against_pdf(pdf_path: Path, page: int, quote: str) -> bool:
