@@ -18,7 +18,7 @@ shared machine compare figures only with their load.
 Command line (from the repository root)::
 
     python bench/embed.py [--corpus ../shared/corpus] [--passages 200] [--repeats 3]
-                          [--backends torch,onnx,onnx-int8] [--batch-size 32]
+                          [--backends torch,onnx,onnx-int8] [--batch-size 0 (the backend's own)]
                           [--models-dir DIR] [--json]
 
 Without ``--models-dir`` the ONNX files are exported into a temporary folder that is
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--passages", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds; the best counts")
     parser.add_argument("--backends", default=",".join(BACKENDS))
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=0, help="0: each backend's own batch size")
     parser.add_argument(
         "--models-dir", default="", help="reuse this 'models' folder (default: a fresh temporary one)"
     )

@@ -56,6 +56,11 @@ def count_tokens(text: str) -> int:
     return len(load_tokenizer().encode(text, add_special_tokens=False).ids)
 
 
+def count_tokens_many(texts: list[str]) -> list[int]:
+    """:func:`count_tokens` of each text, in one batch (several times faster for many)."""
+    return [len(e.ids) for e in load_tokenizer().encode_batch(list(texts), add_special_tokens=False)]
+
+
 def text_key(text: str) -> str:
     """Content hash of a text: identical texts are embedded once."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -89,7 +94,7 @@ class TorchEmbedder:
 
         torch.set_num_threads(max(1, os.cpu_count() or 1))
         self._model = SentenceTransformer(str(model_path()), device="cpu")
-        self._batch_size = settings.embed_batch_size
+        self._batch_size = settings.embed_batch_size or 32
         self._lock = threading.Lock()
 
     def embed(self, texts: list[str]) -> np.ndarray:

@@ -425,7 +425,7 @@ class OnnxEmbedder:
             self.model_file, self.export_seconds = ensure_onnx_model(settings.models_dir, quantised)
             self._session = _session(self.model_file, threads, spin)
         self._tokenizer = _tokenizer()
-        self._batch_size = max(1, int(settings.embed_batch_size))
+        self._batch_size = max(1, int(settings.embed_batch_size or (4 if quantised else 32)))
         self._lock = threading.Lock()
 
     def embed(self, texts: list[str]) -> np.ndarray:

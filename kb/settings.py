@@ -78,7 +78,9 @@ class Settings:
     # (embeds a third faster; recall@5 0.815 instead of 0.870 on the development set)
     embed_backend: str = "onnx"
     models_folder: str = ""  # KB_MODELS_DIR: where ONNX exports are cached (default: <data dir>/models)
-    embed_batch_size: int = 32  # KB_EMBED_BATCH_SIZE
+    # KB_EMBED_BATCH_SIZE; 0: the backend's own (32, but 4 for onnx-int8: its dynamically
+    # quantised layers ran 10-20% faster on small batches here, bench/embed.py --batch-size)
+    embed_batch_size: int = 0
     embed_dim: int = 384
 
     # --- ingestion ----------------------------------------------------------------
