@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import queue
 import threading
@@ -29,6 +30,8 @@ from kb.keyword import tokenize
 from kb.knowledge_base import KnowledgeBase
 from kb.records import DocumentMeta, FileResult
 from kb.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 
 class IngestBusy(RuntimeError):
@@ -219,6 +222,8 @@ def _ingest_candidates(
 ) -> None:
     if not candidates:
         return
+    # Open the vector store (importing Chroma takes seconds) while the first file is read.
+    threading.Thread(target=_open_store, args=(kb,), name="open-store", daemon=True).start()
     options = ExtractOptions.from_settings(settings)
     pages_done = 0
     average_pages = 20
@@ -234,6 +239,13 @@ def _ingest_candidates(
             if progress:
                 remaining = len(candidates) - position - 1
                 progress(Progress(position + 1, len(candidates), pages_done, pages_done + remaining * average_pages, candidate.path.name))
+
+
+def _open_store(kb: KnowledgeBase) -> None:
+    try:
+        kb.store
+    except Exception as error:  # reported where the store is really needed
+        log.debug("opening the vector store ahead failed: %s", error)
 
 
 _END = object()

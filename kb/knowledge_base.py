@@ -16,28 +16,31 @@ Consistency rules, in one place:
 from __future__ import annotations
 
 import functools
-
 import json
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from kb.embed import MAX_WORD_PIECES, count_tokens, get_embedder, text_key
+from kb.embed import MAX_WORD_PIECES, count_tokens, count_tokens_many, get_embedder, text_key
 from kb.ledger import Ledger
 from kb.records import Chunk, DocumentMeta, Page
 from kb.settings import Settings, get_settings
 
 
-def embedding_text(chunk: Chunk, document: DocumentMeta) -> str:
+def embedding_text(chunk: Chunk, document: DocumentMeta, text_tokens: int | None = None) -> str:
     """What the model embeds for a chunk: a short context header, then the passage.
 
     The header (title and section heading) lets a question that names a country or an
     organisation find passages that do not repeat the name themselves.  It is cut, in the
     model's own word pieces, to what the passage leaves of the model's input limit, so the
-    passage itself is never truncated.
+    passage itself is never truncated.  ``text_tokens`` is ``count_tokens(chunk.text)``
+    when known.
     """
-    budget = MAX_WORD_PIECES - 2 - count_tokens(chunk.text) - 2  # specials, two line breaks
+    if text_tokens is None:
+        text_tokens = count_tokens(chunk.text)
+    budget = MAX_WORD_PIECES - 2 - text_tokens - 2  # specials, two line breaks
     parts = []
     for extra, limit in ((document.title, 30), (chunk.heading, 15)):
         piece, used = _header_piece(" ".join(extra.split()), min(limit, budget))
@@ -143,11 +146,16 @@ class KnowledgeBase:
         file_size: int,
     ) -> int:
         """Store a document and make it visible atomically.  Returns texts newly embedded."""
-        texts = [embedding_text(c, meta) for c in chunks]
-        vectors, keys, embedded = self.embed_cached(texts)
-        from kb.themes import tag_new_chunks  # themes and passage type of every chunk
+        from kb.themes import tag_new_chunks, tag_text_part  # themes and passage type of every chunk
 
-        tag_new_chunks(self, chunks, vectors)
+        lengths = count_tokens_many([c.text for c in chunks])
+        texts = [embedding_text(c, meta, n) for c, n in zip(chunks, lengths)]
+        # The text-only half of tagging runs in a thread while the model embeds (the model
+        # releases the interpreter, so the two share the cores instead of taking turns).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tagging") as pool:
+            text_part = pool.submit(tag_text_part, self.settings, chunks)
+            vectors, keys, embedded = self.embed_cached(texts)
+            tag_new_chunks(self, chunks, vectors, text_part.result())
         self.ledger.write_pending_document(meta, pages, chunks, keys, terms, warnings)
         self.store.add(chunks, meta, vectors)
         with self.ledger.transaction() as db:

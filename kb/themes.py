@@ -368,17 +368,41 @@ def looks_like_references(text: str, settings: Settings) -> bool:
     return density > settings.tag_reference_density or bool(_DOT_LEADER.search(text))
 
 
-def theme_scores(texts: list[str], vectors: np.ndarray, taxonomy: Taxonomy, settings: Settings,
+@dataclass
+class TextTags:
+    """What tagging reads from a chunk's text alone (no vector needed): the taxonomy terms
+    it contains, whether it is a reference list, and its passage type.  Computed apart so
+    that ingestion can work it out while the model embeds the same chunks."""
+
+    term_counts: np.ndarray  # (themes, 2): distinct terms and related words found, per theme
+    references: bool
+    passage_type: str
+
+
+def text_tags(chunks: list[Chunk], taxonomy: Taxonomy, settings: Settings) -> list[TextTags]:
+    matcher = taxonomy.matcher()
+    tags = []
+    for chunk in chunks:
+        references = looks_like_references(chunk.text, settings)
+        tags.append(
+            TextTags(
+                term_counts=matcher.counts(chunk.text),
+                references=references,
+                passage_type="" if references else passage_type(chunk.text, chunk.heading, settings),
+            )
+        )
+    return tags
+
+
+def theme_scores(term_counts: list[np.ndarray], vectors: np.ndarray, taxonomy: Taxonomy, settings: Settings,
                  embed: Embed | None = None) -> np.ndarray:
-    """The combined score of every text (rows) for every theme (columns)."""
-    if not len(texts):
+    """The combined score of every text (rows) for every theme (columns), from the texts'
+    vectors and the taxonomy terms found in them (``TextTags.term_counts``)."""
+    if not len(term_counts):
         return np.zeros((0, len(taxonomy.themes)), np.float32)
     similarity = np.asarray(vectors, dtype=np.float32) @ theme_vectors(taxonomy, settings, embed).T
-    matcher = taxonomy.matcher()
-    support = np.zeros_like(similarity)
-    for i, text in enumerate(texts):
-        counts = matcher.counts(text)
-        support[i] = np.minimum(counts[:, 0] + settings.theme_related_weight * counts[:, 1], settings.theme_term_cap)
+    counts = np.stack(term_counts)
+    support = np.minimum(counts[:, :, 0] + settings.theme_related_weight * counts[:, :, 1], settings.theme_term_cap)
     return similarity + settings.theme_term_weight * support
 
 
@@ -388,33 +412,36 @@ def tag_chunks(
     taxonomy: Taxonomy,
     settings: Settings,
     embed: Embed | None = None,
+    text_part: list[TextTags] | None = None,
 ) -> list[tuple[list[str], str]]:
     """``(themes, passage_type)`` for each chunk, from its stored embedding vector and text.
 
     Pure: nothing is written.  ``vectors`` are the chunks' embedding vectors (unit length,
     as computed at ingest); theme vectors are embedded once and cached (``embed`` may
-    supply them from a cache).
+    supply them from a cache).  ``text_part`` is ``text_tags(chunks, ...)`` when it was
+    worked out beforehand.
     """
     if not chunks:
         return []
     if len(chunks) != len(vectors):
         raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
-    texts = [c.text for c in chunks]
-    scores = theme_scores(texts, vectors, taxonomy, settings, embed)
+    if text_part is None:
+        text_part = text_tags(chunks, taxonomy, settings)
+    scores = theme_scores([t.term_counts for t in text_part], vectors, taxonomy, settings, embed)
     thresholds = np.array(
         [t.threshold if t.threshold is not None else settings.theme_threshold for t in taxonomy.themes],
         dtype=np.float32,
     )
     ids = taxonomy.ids
     results: list[tuple[list[str], str]] = []
-    for i, chunk in enumerate(chunks):
-        if looks_like_references(chunk.text, settings):
+    for i, part in enumerate(text_part):
+        if part.references:
             results.append(([], ""))
             continue
         above = np.flatnonzero(scores[i] >= thresholds)
         best = above[np.argsort(-scores[i, above], kind="stable")][: settings.theme_max_per_chunk]
         themes = [ids[j] for j in sorted(best)]
-        results.append((themes, passage_type(chunk.text, chunk.heading, settings)))
+        results.append((themes, part.passage_type))
     return results
 
 
@@ -518,22 +545,32 @@ def passage_type(text: str, heading: str = "", settings: Settings | None = None)
 # ======================================================================================
 
 
-def tag_new_chunks(kb, chunks: list[Chunk], vectors: np.ndarray) -> None:
-    """Fill ``chunk.themes`` and ``chunk.passage_type`` before a document is stored.
-
-    A broken taxonomy file must not stop an ingest: the chunks are then stored untagged
-    (with a warning in the log) and ``kb retag`` tags them once the file is fixed.
-    """
+def tag_text_part(settings: Settings, chunks: list[Chunk]) -> tuple[Taxonomy | None, list[TextTags] | None]:
+    """The text-only half of tagging new chunks (see ``TextTags``), with the taxonomy it
+    used; ``(None, None)`` when the taxonomy file is broken (logged: an ingest goes on)."""
     try:
-        taxonomy = load_taxonomy(kb.settings)
+        taxonomy = load_taxonomy(settings)
     except TaxonomyError as error:
         log.warning("passages stored without themes: %s", error)
-        taxonomy = None
+        return None, None
+    return taxonomy, text_tags(chunks, taxonomy, settings)
+
+
+def tag_new_chunks(kb, chunks: list[Chunk], vectors: np.ndarray,
+                   text_part: tuple[Taxonomy | None, list[TextTags] | None] | None = None) -> None:
+    """Fill ``chunk.themes`` and ``chunk.passage_type`` before a document is stored.
+
+    ``text_part`` is ``tag_text_part(kb.settings, chunks)`` when it was worked out while
+    the chunks were embedded.  A broken taxonomy file must not stop an ingest: the chunks
+    are then stored untagged (with a warning in the log) and ``kb retag`` tags them once
+    the file is fixed.
+    """
+    taxonomy, text_part_tags = text_part if text_part is not None else tag_text_part(kb.settings, chunks)
     if taxonomy is None:
         for chunk in chunks:
             chunk.themes, chunk.passage_type = [], passage_type(chunk.text, chunk.heading, kb.settings)
         return
-    tags = tag_chunks(chunks, vectors, taxonomy, kb.settings, embed=_ledger_embed(kb))
+    tags = tag_chunks(chunks, vectors, taxonomy, kb.settings, embed=_ledger_embed(kb), text_part=text_part_tags)
     for chunk, (themes, ptype) in zip(chunks, tags):
         chunk.themes, chunk.passage_type = themes, ptype
 
