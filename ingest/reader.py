@@ -294,15 +294,58 @@ def _page_text(document, index: int) -> str:
     try:
         text_page = page.get_textpage()
         try:
-            text = text_page.get_text_bounded()
+            text = _text_with_paragraph_gaps(text_page)
         finally:
             text_page.close()
     finally:
         page.close()
-    # PDFium ends lines with CR LF and marks a hyphen it judged to break a word at the
-    # end of a line with U+FFFE; both become what pypdf and the cleaner expect.
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\ufffe", "-")
+    # PDFium marks a hyphen it judged to break a word at the end of a line with U+FFFE.
+    text = text.replace("\r", "\n").replace("\ufffe", "-")
     return text[:MAX_CHARS_PER_PAGE]
+
+
+# A line further below the one before it than this many times the page's usual line pitch
+# starts a new paragraph (or heading, or caption); so does a jump back up (a new column).
+PARAGRAPH_GAP = 1.4
+
+
+def _text_with_paragraph_gaps(text_page) -> str:
+    """The page's text, lines joined by line breaks, with a blank line wherever the layout
+    leaves a vertical gap: the paragraph boundaries that sentence and list detection rely on.
+
+    PDFium's text has one character per index (line breaks included), so each line's
+    position is read from the boxes of its first characters.
+    """
+    text = text_page.get_text_range()
+    if len(text) != text_page.count_chars():  # indices do not line up: no gaps, plain lines
+        return text_page.get_text_bounded().replace("\r\n", "\n")
+    lines: list[tuple[str, float | None]] = []
+    position = 0
+    for line in text.split("\r\n"):
+        tops = []
+        for offset, character in enumerate(line):
+            if not character.isspace():
+                tops.append(text_page.get_charbox(position + offset)[3])
+                if len(tops) == 8:
+                    break
+        lines.append((line, max(tops) if tops else None))
+        position += len(line) + 2
+    heights = [top for _, top in lines if top is not None]
+    pitches = sorted(above - below for above, below in zip(heights, heights[1:]) if above > below)
+    if not pitches:
+        return "\n".join(line for line, _ in lines)
+    pitch = pitches[len(pitches) // 2]
+    joined: list[str] = []
+    previous = None
+    for line, top in lines:
+        if top is not None and previous is not None:
+            drop = previous - top
+            if drop > PARAGRAPH_GAP * pitch or drop < -pitch:
+                joined.append("")
+        joined.append(line)
+        if top is not None:
+            previous = top
+    return "\n".join(joined)
 
 
 def page_texts(data: bytes) -> list[str]:
