@@ -243,11 +243,14 @@ class ExtractiveAnswerer:
         found: list[tuple[str, int, list[str]]] = []
         for page in range(chunk.page_start, chunk.page_end + 1):
             sentences = page_sentences(self.kb.ledger.page_text(chunk.doc_id, page) or "")
-            for position, (sentence, _) in enumerate(sentences):
+            for position, (sentence, sentence_is_item) in enumerate(sentences):
                 key = normalise_for_matching(sentence)
                 if key in body or key[:60] in body or key[-60:] in body:
                     items = []
-                    for following, is_item in sentences[position + 1 :]:
+                    # A list item is followed by its siblings, which it does not introduce,
+                    # unless it ends with a colon (it opens a sub-list).
+                    introduces = not sentence_is_item or sentence.rstrip().endswith(":")
+                    for following, is_item in sentences[position + 1 :] if introduces else []:
                         if not is_item or len(items) == self.settings.answer_list_items:
                             break
                         items.append(following)
@@ -265,6 +268,9 @@ class ExtractiveAnswerer:
                 break
             if any(float(candidate.vector @ c.vector) >= self.settings.near_duplicate_similarity for c in chosen):  # type: ignore[attr-defined]
                 continue
+            quoted = {text for c in chosen for text in (c.sentence, *c.items)}
+            if candidate.sentence in quoted or quoted.intersection(candidate.items):
+                continue  # already quoted, as a sentence or as a list item
             chosen.append(candidate)
         return chosen
 
