@@ -295,3 +295,45 @@ def test_pdf_without_information_dictionary(tmp_path):
     content = read_pdf(data)
     assert "title" not in content.info and "author" not in content.info
     assert len(content.pages) == 4
+
+
+# --------------------------------------------------------------------------------------
+# the text itself: paragraph gaps and the per-page cap
+# --------------------------------------------------------------------------------------
+
+
+def _paragraphs_pdf(gap_mm: float) -> bytes:
+    """Two wrapped paragraphs, ``gap_mm`` of empty space between them."""
+    from fpdf import FPDF
+
+    first = " ".join(["Shelters for survivors were full in every district visited."] * 4)
+    second = " ".join(["Labour inspectors found children working in brick kilns."] * 4)
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=11)
+    pdf.set_xy(10, 20)
+    pdf.multi_cell(0, 6, first)
+    pdf.set_y(pdf.get_y() + gap_mm)
+    pdf.multi_cell(0, 6, second)
+    return bytes(pdf.output())
+
+
+def test_a_vertical_gap_between_paragraphs_becomes_a_blank_line():
+    text = read_pdf(_paragraphs_pdf(gap_mm=8)).pages[0].text
+    first, _, second = text.partition("\n\n")
+    assert first.startswith("Shelters") and "Labour" not in first
+    assert second.startswith("Labour") and "Shelters" not in second
+    assert first.count("\n") >= 1 and "\n\n" not in second  # wrapped lines stay one paragraph
+
+
+def test_lines_without_a_gap_stay_one_paragraph():
+    text = read_pdf(_paragraphs_pdf(gap_mm=0)).pages[0].text
+    assert "\n\n" not in text and text.count("\n") >= 2
+
+
+def test_a_page_holding_an_implausible_amount_of_text_is_cut(tmp_path, monkeypatch):
+    import ingest.reader
+
+    monkeypatch.setattr(ingest.reader, "MAX_CHARS_PER_PAGE", 100)
+    content = read_pdf(text_pdf(tmp_path, pages=2))
+    assert all(0 < len(page.text) <= 100 for page in content.pages)

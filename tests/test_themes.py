@@ -455,3 +455,27 @@ def test_the_map_counts_an_organisation_once_whatever_the_office():
     assert named("US DOL (ILAB)") == "US DOL"
     assert named("UN Office (Geneva) Human Rights") == "UN Office (Geneva) Human Rights"  # only a trailing detail goes
     assert named("(CTDC)") == "(CTDC)" and named("  ") == UNKNOWN_ORGANISATION
+
+
+def test_the_text_half_of_tagging_worked_out_beforehand_gives_the_same_tags(library):
+    """Ingestion computes ``text_tags`` while the model embeds; the result must not differ."""
+    from kb.knowledge_base import KnowledgeBase
+    from kb.settings import get_settings
+    from kb.themes import load_taxonomy, tag_chunks, text_tags
+
+    settings = get_settings()
+    kb = KnowledgeBase(settings)
+    try:
+        chunks = [c for d in kb.ledger.ready_documents() for c in kb.chunks_of(d.doc_id)]
+        rows = {r["chunk_id"]: r["embedding_key"] for r in kb.ledger.visible_chunk_rows()}
+        cached = kb.ledger.cached_vectors(list(rows.values()))
+        vectors = np.vstack([cached[rows[c.chunk_id]] for c in chunks])
+        taxonomy = load_taxonomy(settings)
+        beforehand = text_tags(chunks, taxonomy, settings)
+        assert any(part.term_counts.sum() > 0 for part in beforehand)
+        assert any(part.passage_type for part in beforehand)
+        tags = tag_chunks(chunks, vectors, taxonomy, settings, text_part=beforehand)
+        assert tags == tag_chunks(chunks, vectors, taxonomy, settings)
+        assert tags == [(c.themes, c.passage_type) for c in chunks]
+    finally:
+        kb.close()
