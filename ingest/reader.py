@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -299,9 +300,14 @@ def _page_text(document, index: int) -> str:
             text_page.close()
     finally:
         page.close()
-    # PDFium marks a hyphen it judged to break a word at the end of a line with U+FFFE.
+    # PDFium marks a hyphen it judged to break a word at the end of a line with U+FFFE,
+    # and gives a control character for a glyph it cannot map (an unmapped ligature):
+    # dropped, as the model's tokenizer would, rather than read as a space elsewhere.
     text = text.replace("\r", "\n").replace("\ufffe", "-")
-    return text[:MAX_CHARS_PER_PAGE]
+    return _CONTROL_CHARACTERS.sub("", text)[:MAX_CHARS_PER_PAGE]
+
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 # A line further below the one before it than this many times the page's usual line pitch
