@@ -388,7 +388,7 @@ def text_tags(chunks: list[Chunk], taxonomy: Taxonomy, settings: Settings) -> li
             TextTags(
                 term_counts=matcher.counts(chunk.text),
                 references=references,
-                passage_type="" if references else passage_type(chunk.text, chunk.heading, settings),
+                passage_type="" if references else _best_passage_type(chunk.text, chunk.heading, settings.passage_type_min_score),
             )
         )
     return tags
@@ -534,7 +534,10 @@ def passage_type(text: str, heading: str = "", settings: Settings | None = None)
     """The passage type of a chunk: lesson, practice, recommendation, finding, definition or ""."""
     if settings is not None and looks_like_references(text, settings):
         return ""
-    minimum = settings.passage_type_min_score if settings is not None else 2.0
+    return _best_passage_type(text, heading, settings.passage_type_min_score if settings is not None else 2.0)
+
+
+def _best_passage_type(text: str, heading: str, minimum: float) -> str:
     scores = passage_type_scores(text, heading)
     best = max(_TYPE_PRIORITY, key=lambda kind: (scores[kind], -_TYPE_PRIORITY.index(kind)))
     return best if scores[best] >= minimum else ""
