@@ -172,6 +172,10 @@ def read_pdf(data: bytes, *, max_pages: int = 5000, min_chars_per_page: int = 25
         if problem:
             failures[index] = problem
     texts = _pdfium_texts(data, count, failures)
+    if texts is None:
+        # The two libraries disagree on the page tree (a damaged /Count, say): keep
+        # pypdf's reading, with its own extraction, so that page numbers stay right.
+        texts = _pypdf_texts(reader, count, failures)
     pages: list[Page] = []
     for index in range(count):
         if index in failures:
@@ -239,9 +243,10 @@ def _decode_forms(resources, seen: set[int], depth: int = 0) -> None:
         _decode_forms(form.get("/Resources"), seen, depth + 1)
 
 
-def _pdfium_texts(data: bytes, count: int, failures: dict[int, str]) -> list[str]:
+def _pdfium_texts(data: bytes, count: int, failures: dict[int, str]) -> list[str] | None:
     """The text of each page, extracted by PDFium; pages in ``failures`` are left empty
-    and pages PDFium cannot load are added to it."""
+    and pages PDFium cannot load are added to it.  ``None`` when PDFium does not count
+    ``count`` pages."""
     texts = [""] * count
     with _PDFIUM_LOCK:
         import pypdfium2
@@ -252,9 +257,7 @@ def _pdfium_texts(data: bytes, count: int, failures: dict[int, str]) -> list[str
             raise ReadError(f"corrupt or truncated PDF ({_short(error)})") from None
         try:
             if len(document) != count:
-                # The two readers disagree on the page tree (a damaged /Count, say): keep
-                # pypdf's reading, with its own extraction, so that page numbers stay right.
-                return _pypdf_texts(data, count, failures)
+                return None
             for index in range(count):
                 if index in failures:
                     continue
@@ -267,14 +270,11 @@ def _pdfium_texts(data: bytes, count: int, failures: dict[int, str]) -> list[str
     return texts
 
 
-def _pypdf_texts(data: bytes, count: int, failures: dict[int, str]) -> list[str]:
-    """The slower extraction, for files whose page tree PDFium reads differently."""
-    from pypdf import PdfReader
+def _pypdf_texts(reader, count: int, failures: dict[int, str]) -> list[str]:
+    """pypdf's own, slower extraction with the reader ``read_pdf`` opened, for files whose
+    page tree PDFium reads differently."""
     from pypdf.errors import LimitReachedError
 
-    reader = PdfReader(io.BytesIO(data), strict=False)
-    if reader.is_encrypted:
-        reader.decrypt("")
     texts = [""] * count
     for index in range(count):
         if index in failures:
