@@ -300,14 +300,24 @@ def _page_text(document, index: int) -> str:
             text_page.close()
     finally:
         page.close()
-    # PDFium marks a hyphen it judged to break a word at the end of a line with U+FFFE,
-    # and gives a control character for a glyph it cannot map (an unmapped ligature):
-    # dropped, as the model's tokenizer would, rather than read as a space elsewhere.
-    text = text.replace("\r", "\n").replace("\ufffe", "-")
+    # PDFium marks a hyphen that breaks a word at the end of a line with U+FFFE and joins
+    # the two lines into one; the line break is put back ("volun-\ntary") so that the
+    # cleaner repairs the word as it does any other line-break hyphen.  PDFium gives a
+    # control character for a glyph it cannot map (an unmapped ligature): dropped, as the
+    # model's tokenizer would, rather than read as a space elsewhere.
+    text = _WORD_BREAK.sub("-\n", text.replace("\r", "\n"))
     return _CONTROL_CHARACTERS.sub("", text)[:MAX_CHARS_PER_PAGE]
 
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_WORD_BREAK = re.compile("\ufffe\n?")
+# PDFium's line ends: a line break, or just after a word-breaking hyphen (U+FFFE), where
+# PDFium runs the next line on without one.
+_LINE_END = re.compile("\r\n|(?<=\ufffe)")
+# A line that starts with a lower-case word continues the sentence of the line before it
+# (unless that line ended one), across a column break or a figure: no paragraph gap.
+_CONTINUATION = re.compile(r"[a-z]{2}")
+_SENTENCE_END = re.compile(r"[.!?:;][\"'”’)]*(?:[a-z]|\d{1,3})?$")  # a note mark may follow
 
 
 # A line further below the one before it than this many times the page's usual line pitch
@@ -326,16 +336,17 @@ def _text_with_paragraph_gaps(text_page) -> str:
     if len(text) != text_page.count_chars():  # indices do not line up: no gaps, plain lines
         return text_page.get_text_bounded().replace("\r\n", "\n")
     lines: list[tuple[str, float | None]] = []
-    position = 0
-    for line in text.split("\r\n"):
+    start = 0
+    for line_end in _LINE_END.finditer(text + "\r\n"):
+        line = text[start : line_end.start()]
         tops = []
         for offset, character in enumerate(line):
             if not character.isspace():
-                tops.append(text_page.get_charbox(position + offset)[3])
+                tops.append(text_page.get_charbox(start + offset)[3])
                 if len(tops) == 8:
                     break
         lines.append((line, max(tops) if tops else None))
-        position += len(line) + 2
+        start = line_end.end()
     heights = [top for _, top in lines if top is not None]
     pitches = sorted(above - below for above, below in zip(heights, heights[1:]) if above > below)
     if not pitches:
@@ -344,14 +355,22 @@ def _text_with_paragraph_gaps(text_page) -> str:
     joined: list[str] = []
     previous = None
     for line, top in lines:
-        if top is not None and previous is not None:
-            drop = previous - top
-            if drop > PARAGRAPH_GAP * pitch or drop < -pitch:
-                joined.append("")
+        if top is not None and previous is not None and _starts_paragraph(joined[-1], line, previous - top, pitch):
+            joined.append("")
         joined.append(line)
         if top is not None:
             previous = top
     return "\n".join(joined)
+
+
+def _starts_paragraph(before: str, line: str, drop: float, pitch: float) -> bool:
+    """Whether ``line``, ``drop`` below the line ``before`` it, starts a new paragraph."""
+    if drop <= PARAGRAPH_GAP * pitch and drop >= -pitch:
+        return False
+    before = before.rstrip()
+    if before.endswith("\ufffe"):
+        return False  # the second half of a hyphenated word
+    return not (_CONTINUATION.match(line.lstrip()) and not _SENTENCE_END.search(before))
 
 
 def page_texts(data: bytes) -> list[str]:

@@ -331,6 +331,44 @@ def test_lines_without_a_gap_stay_one_paragraph():
     assert "\n\n" not in text and text.count("\n") >= 2
 
 
+def _two_column_pdf(first_column_ends: str) -> bytes:
+    """A column of lines ending in ``first_column_ends``, with hyphenated words at line
+    ends, and a second column beside it that begins in lower case."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=11)
+    lines = [
+        "Access to financial compensation and volun-",
+        "tary repatriation options were factors that",
+        "increased reporting rates, in the views of civil",
+        "society organiza-",
+        f"tions surveyed in {first_column_ends}",
+    ]
+    for row, line in enumerate(lines):
+        pdf.text(10, 20 + 6 * row, line)
+    pdf.text(110, 20, "authorities in the region, as the survey also found.")
+    return bytes(pdf.output())
+
+
+def test_a_word_hyphenated_at_a_line_end_is_joined_again():
+    from ingest.clean import clean_pages
+
+    page = read_pdf(_two_column_pdf("Africa.")).pages[0]
+    assert "volun-\ntary" in page.text and "organiza-\ntions" in page.text  # line breaks kept
+    text = clean_pages([page])[0].text
+    assert "voluntary repatriation" in text and "society organizations surveyed" in text
+    assert "volun-" not in text and "organiza-" not in text
+
+
+def test_a_sentence_running_on_into_the_next_column_stays_one_paragraph():
+    ended = read_pdf(_two_column_pdf("Africa.")).pages[0].text
+    assert "\n\nauthorities in the region" in ended  # a new column after a full stop: a gap
+    running_on = read_pdf(_two_column_pdf("Africa and by")).pages[0].text
+    assert "Africa and by\nauthorities in the region" in running_on
+
+
 def test_a_page_holding_an_implausible_amount_of_text_is_cut(tmp_path, monkeypatch):
     import ingest.reader
 
