@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from ingest.chunk import chunk_pages
 from ingest.clean import clean_pages
 from ingest.reader import read_pdf
+from kb.embed import count_tokens_many
 from kb.keyword import tokenize
 from kb.records import Chunk, Page
 
@@ -42,6 +43,9 @@ class Extracted:
     terms: list[list[str]]
     info: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # Each chunk's length in the model's word pieces (what the embedder's context header
+    # must leave room for), counted here, on the extraction worker's core, not the model's.
+    token_counts: list[int] | None = None
 
 
 def extract_document(data: bytes, doc_id: str, options: ExtractOptions) -> Extracted:
@@ -54,4 +58,7 @@ def extract_document(data: bytes, doc_id: str, options: ExtractOptions) -> Extra
         doc_id, pages, chunk_tokens=options.chunk_tokens, overlap_tokens=options.overlap_tokens
     )
     terms = [tokenize(f"{chunk.heading} {chunk.text}") for chunk in chunks]
-    return Extracted(pages=pages, chunks=chunks, terms=terms, info=content.info, warnings=content.warnings)
+    return Extracted(
+        pages=pages, chunks=chunks, terms=terms, info=content.info, warnings=content.warnings,
+        token_counts=count_tokens_many([chunk.text for chunk in chunks]),
+    )

@@ -2,9 +2,10 @@
 removed, duplicate and failed files; one document at a time, all or nothing.
 
 A thread keeps the extraction worker (a separate process) busy reading the next PDFs,
-up to ``settings.extract_read_ahead`` files ahead, while this thread embeds and stores
-the current one, so extraction and embedding overlap on the two cores and the embedder
-never waits for a large file that was read in advance.
+up to ``settings.extract_read_ahead`` files ahead, while this thread embeds the current
+one and a third thread stores the one before (tags, ledger rows, vectors, then the
+transaction that makes it visible), so extraction, embedding and storing overlap and the
+embedder waits neither for a large file that was read in advance nor for the store.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ from ingest.extract import ExtractOptions, Extracted
 from ingest.reader import ReadError
 from ingest.worker import ExtractionWorker
 from kb.keyword import tokenize
-from kb.knowledge_base import KnowledgeBase
+from kb.knowledge_base import EmbeddedDocument, KnowledgeBase
 from kb.records import DocumentMeta, FileResult
 from kb.settings import Settings, get_settings
 
@@ -227,18 +229,33 @@ def _ingest_candidates(
     options = ExtractOptions.from_settings(settings)
     pages_done = 0
     average_pages = 20
-    with ExtractionWorker(options, settings.extract_timeout_s, settings.extract_memory_mb) as worker:
+    storing: Future | None = None  # the previous document, being stored
+
+    def finish_storing() -> None:
+        nonlocal storing
+        if storing is not None:
+            done, storing = storing, None
+            report.results.append(done.result())  # an error storing it is raised here
+
+    with ExtractionWorker(options, settings.extract_timeout_s, settings.extract_memory_mb) as worker, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="store") as store_thread:
         extractions = _read_ahead(worker, candidates, settings.extract_read_ahead)
         for position, (candidate, extracted, failure) in enumerate(extractions):
             if extracted is None:
+                finish_storing()
                 _record_failure(kb, candidate, failure, report)
             else:
-                report.results.append(_store(kb, candidate, extracted, report))
+                # The model embeds this document while the thread stores the one before.
+                embedded, terms = _embed(kb, candidate, extracted, report)
+                finish_storing()
+                storing = store_thread.submit(_store, kb, candidate, extracted, embedded, terms)
                 pages_done += len(extracted.pages)
                 average_pages = max(1, pages_done // (position + 1))
             if progress:
                 remaining = len(candidates) - position - 1
                 progress(Progress(position + 1, len(candidates), pages_done, pages_done + remaining * average_pages, candidate.path.name))
+        finish_storing()
+        # (Leaving early, the store thread's pool still waits for the document it is on.)
 
 
 def _open_store(kb: KnowledgeBase) -> None:
@@ -312,7 +329,10 @@ def _record_failure(kb: KnowledgeBase, candidate: _Candidate, reason: str, repor
     report.results.append(FileResult(file=candidate.path.name, status="failed", doc_id=candidate.doc_id, reason=reason))
 
 
-def _store(kb: KnowledgeBase, candidate: _Candidate, extracted: Extracted, report: IngestReport) -> FileResult:
+def _embed(
+    kb: KnowledgeBase, candidate: _Candidate, extracted: Extracted, report: IngestReport
+) -> tuple[EmbeddedDocument, list[list[str]]]:
+    """A document's description, keyword terms and vectors: everything before storing."""
     described = describe(candidate.path.name, candidate.entry, extracted.info)
     meta = DocumentMeta(
         doc_id=candidate.doc_id,
@@ -323,11 +343,21 @@ def _store(kb: KnowledgeBase, candidate: _Candidate, extracted: Extracted, repor
     )
     title_terms = tokenize(meta.title)
     terms = [title_terms + chunk_terms for chunk_terms in extracted.terms]
-    report.embedded += kb.add_document(
-        meta, extracted.pages, extracted.chunks, terms, extracted.warnings,
+    embedded = kb.embed_document(meta, extracted.chunks, extracted.token_counts)
+    report.embedded += embedded.newly_embedded
+    return embedded, terms
+
+
+def _store(
+    kb: KnowledgeBase, candidate: _Candidate, extracted: Extracted, embedded: EmbeddedDocument, terms: list[list[str]]
+) -> FileResult:
+    """Write an embedded document and make it visible (in the store thread)."""
+    kb.store_document(
+        embedded, extracted.pages, terms, extracted.warnings,
         str(candidate.path), candidate.path.name, len(candidate.data),
     )
     status = "updated" if candidate.previous_doc_id and candidate.previous_doc_id != candidate.doc_id else "added"
+    meta = embedded.meta
     return FileResult(
         file=candidate.path.name, status=status, doc_id=candidate.doc_id, pages=meta.pages,
         chunks=meta.chunks, warnings=extracted.warnings,

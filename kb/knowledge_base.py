@@ -20,6 +20,7 @@ import json
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,6 +28,19 @@ from kb.embed import MAX_WORD_PIECES, count_tokens, count_tokens_many, get_embed
 from kb.ledger import Ledger
 from kb.records import Chunk, DocumentMeta, Page
 from kb.settings import Settings, get_settings
+
+
+@dataclass
+class EmbeddedDocument:
+    """A document between the model and the store: its chunks' vectors and cache keys,
+    the text-only half of their tags, and how many texts were newly embedded."""
+
+    meta: DocumentMeta
+    chunks: list[Chunk]
+    vectors: np.ndarray
+    keys: list[str]
+    text_tags: tuple  # what kb.themes.tag_text_part gave
+    newly_embedded: int
 
 
 def embedding_text(chunk: Chunk, document: DocumentMeta, text_tokens: int | None = None) -> str:
@@ -146,23 +160,50 @@ class KnowledgeBase:
         file_size: int,
     ) -> int:
         """Store a document and make it visible atomically.  Returns texts newly embedded."""
-        from kb.themes import tag_new_chunks, tag_text_part  # themes and passage type of every chunk
+        embedded = self.embed_document(meta, chunks)
+        self.store_document(embedded, pages, terms, warnings, file_path, file_name, file_size)
+        return embedded.newly_embedded
 
-        lengths = count_tokens_many([c.text for c in chunks])
+    def embed_document(
+        self, meta: DocumentMeta, chunks: list[Chunk], token_counts: list[int] | None = None
+    ) -> "EmbeddedDocument":
+        """The model's half of adding a document: every chunk's vector (and the text-only
+        half of its tags), nothing written but the embedding cache.  ``token_counts``:
+        each chunk's ``count_tokens``, when the extraction already counted them."""
+        from kb.themes import tag_text_part
+
+        lengths = token_counts if token_counts is not None else count_tokens_many([c.text for c in chunks])
         texts = [embedding_text(c, meta, n) for c, n in zip(chunks, lengths)]
         # The text-only half of tagging runs in a thread while the model embeds (the model
         # releases the interpreter, so the two share the cores instead of taking turns).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tagging") as pool:
             text_part = pool.submit(tag_text_part, self.settings, chunks)
-            vectors, keys, embedded = self.embed_cached(texts)
-            tag_new_chunks(self, chunks, vectors, text_part.result())
-        self.ledger.write_pending_document(meta, pages, chunks, keys, terms, warnings)
-        self.store.add(chunks, meta, vectors)
+            vectors, keys, newly_embedded = self.embed_cached(texts)
+            return EmbeddedDocument(meta, chunks, vectors, keys, text_part.result(), newly_embedded)
+
+    def store_document(
+        self,
+        embedded: "EmbeddedDocument",
+        pages: list[Page],
+        terms: list[list[str]],
+        warnings: list[str],
+        file_path: str,
+        file_name: str,
+        file_size: int,
+    ) -> None:
+        """The rest of adding a document: tags, ledger rows (pending), vectors, then one
+        transaction that makes it visible.  Safe to run in another thread while the next
+        document is embedded (the ledger serialises its transactions)."""
+        from kb.themes import tag_new_chunks
+
+        meta, chunks = embedded.meta, embedded.chunks
+        tag_new_chunks(self, chunks, embedded.vectors, embedded.text_tags)
+        self.ledger.write_pending_document(meta, pages, chunks, embedded.keys, terms, warnings)
+        self.store.add(chunks, meta, embedded.vectors)
         with self.ledger.transaction() as db:
             db.execute("UPDATE documents SET status='ready' WHERE doc_id=?", (meta.doc_id,))
             self.ledger.put_file(db, file_path, file_name, meta.doc_id, file_size, "ok")
             self.ledger.bump_generation(db)
-        return embedded
 
     def remove_document(self, doc_id: str) -> None:
         """Hide a document at once (ledger), then delete its vectors."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,14 +88,18 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(SCHEMA)
+        # One connection serves every thread (an ingest stores one document while it
+        # embeds the next; the app answers from several): transactions take turns.
+        self._writing = threading.RLock()
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """All statements inside happen together or not at all."""
-        with self._db:
+        """All statements inside happen together or not at all (and no other thread's
+        statements slip in between them)."""
+        with self._writing, self._db:
             yield self._db
 
     # --- generation: bumped whenever visible content changes --------------------------

@@ -367,6 +367,67 @@ def test_a_failed_file_leaves_the_knowledge_base_exactly_as_it_was(service, sett
     assert ledger_rows(settings)["chunks"] == before["chunks"]
 
 
+def test_the_next_document_is_embedded_while_the_one_before_is_stored(service, settings, monkeypatch):
+    """Storing a document (tags, ledger, Chroma) runs in a thread behind the model: the
+    store of the first document is held until the second one has been embedded, which
+    only happens if the two overlap; everything still ends up stored and visible."""
+    import threading
+
+    from kb.knowledge_base import KnowledgeBase
+
+    folder = settings.documents_dir
+    write_library(folder)
+    second_embedded = threading.Event()
+    overlapped: list[bool] = []
+    embedded_files: list[str] = []
+    real_embed, real_store = KnowledgeBase.embed_document, KnowledgeBase.store_document
+
+    def embed_document(self, meta, chunks, *rest):
+        embedded = real_embed(self, meta, chunks, *rest)
+        embedded_files.append(meta.file)
+        if len(embedded_files) == 2:
+            second_embedded.set()
+        return embedded
+
+    def store_document(self, embedded, *args):
+        if embedded.meta.file == embedded_files[0]:
+            overlapped.append(second_embedded.wait(timeout=10))
+        return real_store(self, embedded, *args)
+
+    monkeypatch.setattr(KnowledgeBase, "embed_document", embed_document)
+    monkeypatch.setattr(KnowledgeBase, "store_document", store_document)
+    report = service.ingest([folder])
+    assert overlapped == [True]
+    assert [r.status for r in report.results] == ["added"] * 3
+    assert [r.file for r in report.results] == embedded_files  # results in the order read
+    assert {d.file for d in service.documents()} == {"fisheries.pdf", "cocoa.pdf", "online.pdf"}
+    assert chroma_ids(service) == ledger_chunk_ids(settings)
+
+
+def test_a_failure_while_storing_stops_the_ingest_and_shows_nothing_half_written(service, settings, monkeypatch):
+    from kb.knowledge_base import KnowledgeBase
+
+    folder = settings.documents_dir
+    write_library(folder)
+    real_store = KnowledgeBase.store_document
+
+    def store_document(self, embedded, *args):
+        if embedded.meta.file == "cocoa.pdf":
+            raise OSError("disk full while writing cocoa.pdf")
+        return real_store(self, embedded, *args)
+
+    monkeypatch.setattr(KnowledgeBase, "store_document", store_document)
+    with pytest.raises(OSError, match="disk full"):
+        service.ingest([folder])
+    monkeypatch.setattr(KnowledgeBase, "store_document", real_store)
+    assert "cocoa.pdf" not in {d.file for d in service.documents()}
+    assert chroma_ids(service) == ledger_chunk_ids(settings)  # nothing half-written
+    report = service.ingest([folder])  # the next run repairs and completes the library
+    assert {d.file for d in service.documents()} == {"fisheries.pdf", "cocoa.pdf", "online.pdf"}
+    assert result(report, "cocoa.pdf").status == "added"
+    assert chroma_ids(service) == ledger_chunk_ids(settings)
+
+
 # ======================================================================================
 # one ingest at a time
 # ======================================================================================
