@@ -22,6 +22,7 @@ import numpy as np
 
 from kb.conversation import Turn, resolve_follow_up
 from kb.keyword import tokenize
+from kb.places import countries_named, mentions
 from kb.records import Answer, Citation, Passage, cite
 from kb.search import Searcher
 from kb.snapshot import Filters
@@ -31,6 +32,10 @@ from kb.verify import QUOTE_JOINER, verify_against_ledger
 ABSTAIN_TEXT = (
     "The library does not answer this question: none of its passages is close enough to "
     "quote as an answer. The closest passages are listed below as related reading."
+)
+ABSTAIN_PLACE_TEXT = (
+    "The library does not answer this question: its closest passages do not mention {places}. "
+    "They are listed below as related reading."
 )
 EMPTY_LIBRARY_TEXT = "The library is empty: add documents and ingest them first."
 _ASKS_WHAT_WORKS = re.compile(
@@ -106,8 +111,9 @@ class ExtractiveAnswerer:
             )
         candidates = self._score(resolved, query_vector, passages)
         relevance = self.relevance(resolved, passages)
-        if not candidates or relevance < self.settings.abstain_threshold:
-            return self._abstain(question, resolved, passages, relevance)
+        unmentioned = self.unmentioned_countries(resolved, passages)
+        if not candidates or relevance < self.settings.abstain_threshold or unmentioned:
+            return self._abstain(question, resolved, passages, relevance, unmentioned)
         chosen = self._choose(candidates)
         answer = self._compose(question, resolved, chosen)
         if not answer.citations:  # nothing could be located on a single page
@@ -142,6 +148,14 @@ class ExtractiveAnswerer:
         ) if top else 0.0
         closeness = max((p.dense_score or 0.0) for p in passages) if passages else 0.0
         return coverage + closeness
+
+    def unmentioned_countries(self, question: str, passages: list[Passage]) -> list[str]:
+        """Countries the question names that none of the best passages mentions (with its
+        document's title): passages about the same subject in another country do not
+        answer a question about this one."""
+        top = passages[: self.settings.abstain_passages]
+        texts = [f"{p.document.title} {p.chunk.heading} {p.chunk.text}" for p in top]
+        return [country for country in countries_named(question) if not any(mentions(t, country) for t in texts)]
 
     # --- scoring ------------------------------------------------------------------------
     def _score(self, question: str, query_vector: np.ndarray, passages: list[Passage]) -> list[_Candidate]:
@@ -321,18 +335,24 @@ class ExtractiveAnswerer:
             backend=self.backend,
         )
 
-    def _abstain(self, question: str, resolved: str, passages: list[Passage], relevance: float) -> Answer:
+    def _abstain(
+        self, question: str, resolved: str, passages: list[Passage], relevance: float, unmentioned: list[str] | None = None
+    ) -> Answer:
         related = [
             _citation(n, passage, passage.chunk.page_start)
             for n, passage in enumerate(passages[: self.settings.related_reading], start=1)
         ]
         return Answer(
             question=question,
-            answer=ABSTAIN_TEXT,
+            answer=ABSTAIN_PLACE_TEXT.format(places=" or ".join(unmentioned)) if unmentioned else ABSTAIN_TEXT,
             abstained=True,
             related=related,
             resolved_question=resolved,
-            notes=[f"relevance {relevance:.2f} below the threshold {self.settings.abstain_threshold:.2f}"],
+            notes=(
+                [f"the closest passages do not mention {' or '.join(unmentioned)}"]
+                if unmentioned
+                else [f"relevance {relevance:.2f} below the threshold {self.settings.abstain_threshold:.2f}"]
+            ),
             backend=self.backend,
         )
 

@@ -67,3 +67,50 @@ def test_a_real_question_is_answered_with_a_citation(service):
     answer = service.ask("What should shelters for trafficking victims offer?")
     assert not answer.abstained and answer.citations
     assert "shelters.pdf" in {c.file for c in answer.citations}
+
+
+# --------------------------------------------------------------------------------------
+# a question about a country the passages never mention
+# --------------------------------------------------------------------------------------
+
+
+def test_countries_are_found_as_written_and_mentions_in_any_case():
+    from kb.places import countries_named, mentions
+
+    question = "Did Côte d’Ivoire, Guinea-Bissau or Niger (not Nigeria) sign before the US and Chad's neighbours?"
+    assert countries_named(question) == ["Côte d’Ivoire", "Guinea-Bissau", "Niger", "Nigeria", "Chad"]
+    assert countries_named("a chad of paper, a guinea pig, turkey for dinner") == []
+    assert mentions("returnees to ETHIOPIA and Somalia", "Ethiopia")
+    assert mentions("cocoa farms in Côte d'Ivoire", "Côte d’Ivoire")
+    assert not mentions("returnees to Somalia", "Mali") and not mentions("Nigerian courts", "Niger")
+
+
+@pytest.fixture(scope="module")
+def country_service(tmp_path_factory):
+    from kb.service import Service
+    from kb.settings import get_settings
+
+    root = tmp_path_factory.mktemp("countries")
+    documents = root / "documents"
+    make_pdf(
+        documents / "ghana-shelters.pdf",
+        [
+            "Shelters for trafficking victims in Ghana should offer safe accommodation, medical care and legal aid.\n"
+            "The Department of Social Welfare in Ghana runs two shelters for children rescued from fishing on Lake Volta.",
+        ],
+    )
+    service = Service(get_settings(data_dir=root / "data", documents_dir=documents))
+    service.ingest([documents])
+    return service
+
+
+def test_a_question_about_a_country_the_library_covers_is_answered(country_service):
+    answer = country_service.ask("What should shelters for trafficking victims in Ghana offer?")
+    assert not answer.abstained and answer.citations
+
+
+def test_a_question_about_a_country_the_passages_never_mention_abstains(country_service):
+    answer = country_service.ask("What should shelters for trafficking victims in Nepal offer?")
+    assert answer.abstained and not answer.citations
+    assert "do not mention Nepal" in answer.answer
+    assert answer.related and answer.related[0].file == "ghana-shelters.pdf"  # still offered to read

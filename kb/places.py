@@ -1,0 +1,69 @@
+"""Countries named in a question, and whether a passage mentions them.
+
+A question about one country ("When did Ethiopia ratify ...?") is not answered by
+passages about the same subject elsewhere, however close they are: the default answerer
+abstains when none of its best passages mentions a country the question names.
+
+Names are matched as written in the question (capitalised, whole words, so "Chad" the
+country and not "chad"); a passage mentions a country when the name occurs in it in any
+case.  Ambiguous abbreviations (US, UK, UAE) are left out: "US Labor Department" names
+an organisation, and reports write "U.S." as often as "US".
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from kb.text import normalise_for_matching
+
+COUNTRIES = (
+    "Afghanistan", "Albania", "Algeria", "Andorra", "Angola", "Antigua and Barbuda", "Argentina",
+    "Armenia", "Australia", "Austria", "Azerbaijan", "Bahamas", "Bahrain", "Bangladesh", "Barbados",
+    "Belarus", "Belgium", "Belize", "Benin", "Bhutan", "Bolivia", "Bosnia and Herzegovina", "Botswana",
+    "Brazil", "Brunei", "Bulgaria", "Burkina Faso", "Burundi", "Cabo Verde", "Cape Verde", "Cambodia",
+    "Cameroon", "Canada", "Central African Republic", "Chad", "Chile", "China", "Colombia", "Comoros",
+    "Congo", "Costa Rica", "Côte d'Ivoire", "Cote d'Ivoire", "Ivory Coast", "Croatia", "Cuba", "Cyprus",
+    "Czechia", "Czech Republic", "Denmark", "Djibouti", "Dominica", "Dominican Republic", "Ecuador",
+    "Egypt", "El Salvador", "Equatorial Guinea", "Eritrea", "Estonia", "Eswatini", "Ethiopia", "Fiji",
+    "Finland", "France", "Gabon", "Gambia", "Georgia", "Germany", "Ghana", "Greece", "Grenada",
+    "Guatemala", "Guinea", "Guinea-Bissau", "Guyana", "Haiti", "Honduras", "Hungary", "Iceland", "India",
+    "Indonesia", "Iran", "Iraq", "Ireland", "Israel", "Italy", "Jamaica", "Japan", "Jordan", "Kazakhstan",
+    "Kenya", "Kiribati", "Kuwait", "Kyrgyzstan", "Laos", "Lao People's Democratic Republic", "Latvia",
+    "Lebanon", "Lesotho", "Liberia", "Libya", "Liechtenstein", "Lithuania", "Luxembourg", "Madagascar",
+    "Malawi", "Malaysia", "Maldives", "Mali", "Malta", "Marshall Islands", "Mauritania", "Mauritius",
+    "Mexico", "Micronesia", "Moldova", "Monaco", "Mongolia", "Montenegro", "Morocco", "Mozambique",
+    "Myanmar", "Burma", "Namibia", "Nauru", "Nepal", "Netherlands", "New Zealand", "Nicaragua", "Niger",
+    "Nigeria", "North Korea", "North Macedonia", "Norway", "Oman", "Pakistan", "Palau", "Palestine",
+    "Panama", "Papua New Guinea", "Paraguay", "Peru", "Philippines", "Poland", "Portugal", "Qatar",
+    "Romania", "Russia", "Russian Federation", "Rwanda", "Saint Kitts and Nevis", "Saint Lucia",
+    "Saint Vincent and the Grenadines", "Samoa", "San Marino", "Sao Tome and Principe", "Saudi Arabia",
+    "Senegal", "Serbia", "Seychelles", "Sierra Leone", "Singapore", "Slovakia", "Slovenia",
+    "Solomon Islands", "Somalia", "Somaliland", "South Africa", "South Korea", "South Sudan", "Spain",
+    "Sri Lanka", "Sudan", "Suriname", "Sweden", "Switzerland", "Syria", "Syrian Arab Republic", "Taiwan",
+    "Tajikistan", "Tanzania", "Thailand", "Timor-Leste", "Togo", "Tonga", "Trinidad and Tobago",
+    "Tunisia", "Turkey", "Türkiye", "Turkmenistan", "Tuvalu", "Uganda", "Ukraine",
+    "United Arab Emirates", "United Kingdom", "United States", "Uruguay", "Uzbekistan", "Vanuatu",
+    "Venezuela", "Viet Nam", "Vietnam", "Yemen", "Zambia", "Zimbabwe", "Kosovo", "Hong Kong",
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _names_pattern() -> re.Pattern:
+    names = sorted((name.replace("'", "['’]") for name in map(re.escape, COUNTRIES)), key=len, reverse=True)
+    return re.compile(r"(?<![\w-])(" + "|".join(names) + r")(?![\w-])")
+
+
+def countries_named(text: str) -> list[str]:
+    """The countries ``text`` names, as written, in order, without repeats."""
+    return list(dict.fromkeys(_names_pattern().findall(text)))
+
+
+def mentions(text: str, country: str) -> bool:
+    """Whether ``text`` mentions ``country`` (any case, whole words)."""
+    name = re.escape(_plain(country))
+    return re.search(r"(?<![\w-])" + name + r"(?![\w-])", _plain(text)) is not None
+
+
+def _plain(text: str) -> str:
+    return normalise_for_matching(text).replace("’", "'")
