@@ -124,7 +124,7 @@ class Settings:
     lesson_bonus: float = 0.08  # for lesson/recommendation sentences when asked what works
     number_bonus: float = 0.05  # for sentences with figures when asked how many / how much
     answer_min_relative_score: float = 0.7  # later sentences need this share of the best score
-    abstain_threshold: float = 0.90  # KB_ABSTAIN_THRESHOLD: abstain below this relevance
+    abstain_threshold: float = 0.72  # KB_ABSTAIN_THRESHOLD: abstain below this relevance
     abstain_passages: int = 3  # relevance: question-term coverage of this many top passages
     related_reading: int = 3
     near_duplicate_similarity: float = 0.9
