@@ -131,7 +131,7 @@ class ChildMemory:
 
 
 def embedded_texts(settings) -> list[str]:
-    """The distinct texts the ingest embedded, in ingest order (what ``add_document`` sent
+    """The distinct texts the ingest embedded, in ingest order (what ``embed_document`` sent
     to the model: the context header and the chunk text)."""
     from kb.knowledge_base import KnowledgeBase, embedding_text
 

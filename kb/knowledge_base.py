@@ -148,28 +148,14 @@ class KnowledgeBase:
         return matrix.astype(np.float32), keys, len(missing)
 
     # --- writing documents ----------------------------------------------------------------
-    def add_document(
-        self,
-        meta: DocumentMeta,
-        pages: list[Page],
-        chunks: list[Chunk],
-        terms: list[list[str]],
-        warnings: list[str],
-        file_path: str,
-        file_name: str,
-        file_size: int,
-    ) -> int:
-        """Store a document and make it visible atomically.  Returns texts newly embedded."""
-        embedded = self.embed_document(meta, chunks)
-        self.store_document(embedded, pages, terms, warnings, file_path, file_name, file_size)
-        return embedded.newly_embedded
-
     def embed_document(
         self, meta: DocumentMeta, chunks: list[Chunk], token_counts: list[int] | None = None
-    ) -> "EmbeddedDocument":
-        """The model's half of adding a document: every chunk's vector (and the text-only
-        half of its tags), nothing written but the embedding cache.  ``token_counts``:
-        each chunk's ``count_tokens``, when the extraction already counted them."""
+    ) -> EmbeddedDocument:
+        """Adding a document is ``embed_document`` then ``store_document`` (the ingest runs
+        the second in a thread while the next document is embedded).  This is the model's
+        half: every chunk's vector (and the text-only half of its tags), nothing written
+        but the embedding cache.  ``token_counts``: each chunk's ``count_tokens``, when
+        the extraction already counted them."""
         from kb.themes import tag_text_part
 
         lengths = token_counts if token_counts is not None else count_tokens_many([c.text for c in chunks])
@@ -183,7 +169,7 @@ class KnowledgeBase:
 
     def store_document(
         self,
-        embedded: "EmbeddedDocument",
+        embedded: EmbeddedDocument,
         pages: list[Page],
         terms: list[list[str]],
         warnings: list[str],

@@ -48,6 +48,28 @@ COUNTRIES = (
 )
 
 
+# Names of one country, any of which a passage may use for it.
+SAME_COUNTRY = (
+    ("Côte d'Ivoire", "Cote d'Ivoire", "Ivory Coast"),
+    ("Myanmar", "Burma"),
+    ("Türkiye", "Turkey"),
+    ("Viet Nam", "Vietnam"),
+    ("Czechia", "Czech Republic"),
+    ("Cabo Verde", "Cape Verde"),
+    ("Laos", "Lao People's Democratic Republic", "Lao PDR"),
+    ("Russia", "Russian Federation"),
+    ("Syria", "Syrian Arab Republic"),
+    ("Eswatini", "Swaziland"),
+    ("North Korea", "Democratic People's Republic of Korea"),
+    ("South Korea", "Republic of Korea"),
+    ("Moldova", "Republic of Moldova"),
+    ("Iran", "Islamic Republic of Iran"),
+    ("Palestine", "State of Palestine", "Occupied Palestinian Territory"),
+    ("United Kingdom", "Great Britain", "Britain"),
+    ("United States", "United States of America", "U.S."),
+)
+
+
 @functools.lru_cache(maxsize=1)
 def _names_pattern() -> re.Pattern:
     names = sorted((name.replace("'", "['’]") for name in map(re.escape, COUNTRIES)), key=len, reverse=True)
@@ -60,9 +82,20 @@ def countries_named(text: str) -> list[str]:
 
 
 def mentions(text: str, country: str) -> bool:
-    """Whether ``text`` mentions ``country`` (any case, whole words)."""
-    name = re.escape(_plain(country))
-    return re.search(r"(?<![\w-])" + name + r"(?![\w-])", _plain(text)) is not None
+    """Whether ``text`` mentions ``country`` by any of its names (any case, whole words)."""
+    plain = _plain(text)
+    return any(
+        re.search(r"(?<![\w-])" + re.escape(_plain(name)) + r"(?![\w-])", plain) is not None
+        for name in _other_names(country)
+    )
+
+
+def _other_names(country: str) -> tuple[str, ...]:
+    key = _plain(country)
+    for names in SAME_COUNTRY:
+        if key in {_plain(name) for name in names}:
+            return names
+    return (country,)
 
 
 def _plain(text: str) -> str:

@@ -83,6 +83,7 @@ def test_countries_are_found_as_written_and_mentions_in_any_case():
     assert mentions("returnees to ETHIOPIA and Somalia", "Ethiopia")
     assert mentions("cocoa farms in Côte d'Ivoire", "Côte d’Ivoire")
     assert not mentions("returnees to Somalia", "Mali") and not mentions("Nigerian courts", "Niger")
+    assert mentions("cocoa farms in Côte d'Ivoire", "Ivory Coast") and mentions("Burma's fisheries", "Myanmar")
 
 
 @pytest.fixture(scope="module")
