@@ -19,35 +19,33 @@ ODD_QUESTIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    import os
-
+def ingested_library(tmp_path_factory, name: str, pdfs: dict[str, list[str]]):
+    """A service over a fresh knowledge base holding ``pdfs`` (file name → page texts)."""
     from kb.service import Service
     from kb.settings import get_settings
 
-    root = tmp_path_factory.mktemp("questions")
+    root = tmp_path_factory.mktemp(name)
     documents = root / "documents"
-    make_pdf(
-        documents / "shelters.pdf",
-        [
-            "Shelters for victims of trafficking should offer safe accommodation, medical care and legal aid.\n"
-            "Case workers should develop an individual plan with each survivor.",
-            "Victims who are children need child-friendly services and a guardian.",
-        ],
+    for file_name, pages in pdfs.items():
+        make_pdf(documents / file_name, pages)
+    service = Service(get_settings(data_dir=root / "data", documents_dir=documents))
+    service.ingest([documents])
+    return service
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    return ingested_library(
+        tmp_path_factory,
+        "questions",
+        {
+            "shelters.pdf": [
+                "Shelters for victims of trafficking should offer safe accommodation, medical care and legal aid.\n"
+                "Case workers should develop an individual plan with each survivor.",
+                "Victims who are children need child-friendly services and a guardian.",
+            ]
+        },
     )
-    old = {k: os.environ.get(k) for k in ("KB_DATA_DIR", "KB_DOCUMENTS_DIR")}
-    os.environ["KB_DATA_DIR"], os.environ["KB_DOCUMENTS_DIR"] = str(root / "data"), str(documents)
-    try:
-        svc = Service(get_settings())
-        svc.ingest([documents])
-        yield svc
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.mark.parametrize("question", ODD_QUESTIONS, ids=range(len(ODD_QUESTIONS)))
@@ -88,21 +86,16 @@ def test_countries_are_found_as_written_and_mentions_in_any_case():
 
 @pytest.fixture(scope="module")
 def country_service(tmp_path_factory):
-    from kb.service import Service
-    from kb.settings import get_settings
-
-    root = tmp_path_factory.mktemp("countries")
-    documents = root / "documents"
-    make_pdf(
-        documents / "ghana-shelters.pdf",
-        [
-            "Shelters for trafficking victims in Ghana should offer safe accommodation, medical care and legal aid.\n"
-            "The Department of Social Welfare in Ghana runs two shelters for children rescued from fishing on Lake Volta.",
-        ],
+    return ingested_library(
+        tmp_path_factory,
+        "countries",
+        {
+            "ghana-shelters.pdf": [
+                "Shelters for trafficking victims in Ghana should offer safe accommodation, medical care and legal aid.\n"
+                "The Department of Social Welfare in Ghana runs two shelters for children rescued from fishing on Lake Volta.",
+            ]
+        },
     )
-    service = Service(get_settings(data_dir=root / "data", documents_dir=documents))
-    service.ingest([documents])
-    return service
 
 
 def test_a_question_about_a_country_the_library_covers_is_answered(country_service):
