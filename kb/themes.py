@@ -515,14 +515,30 @@ _HEADING_CUES: dict[str, tuple[re.Pattern, float]] = {
 }
 
 
+def _lowercase_twin(pattern: re.Pattern) -> tuple[re.Pattern, bool]:
+    """``(pattern, on_lower)``: a case-insensitive pattern becomes a case-sensitive one to
+    run on the lower-cased text (the same matches, found about half again as fast: tagging
+    runs while the model embeds, on the same cores); others stay as they are."""
+    if pattern.flags & re.IGNORECASE and not re.search(r"\\[A-Z]", pattern.pattern):
+        return re.compile(pattern.pattern.lower(), pattern.flags & ~re.IGNORECASE), True
+    return pattern, False
+
+
+_FAST_TYPE_CUES = {
+    kind: [(*_lowercase_twin(pattern), points, most) for pattern, points, most in cues]
+    for kind, cues in _TYPE_CUES.items()
+}
+
+
 def passage_type_scores(text: str, heading: str = "") -> dict[str, float]:
     """Points per passage type (see the module docstring)."""
     scores: dict[str, float] = {}
     title_like = bool(heading) and len(heading.split()) <= 9  # not a paragraph or footnote start
-    for kind, cues in _TYPE_CUES.items():
+    lower = text.lower()
+    for kind, cues in _FAST_TYPE_CUES.items():
         total = 0.0
-        for pattern, points, most in cues:
-            total += points * min(most, len(pattern.findall(text)))
+        for pattern, on_lower, points, most in cues:
+            total += points * min(most, len(pattern.findall(lower if on_lower else text)))
         cue = _HEADING_CUES.get(kind)
         if title_like and cue and cue[0].search(heading):
             total += cue[1]
