@@ -91,12 +91,11 @@ def mentions(text: str, country: str) -> bool:
 
 
 def _other_names(country: str) -> tuple[str, ...]:
-    key = _plain(country)
-    for names in SAME_COUNTRY:
-        if key in {_plain(name) for name in names}:
-            return names
-    return (country,)
+    return _NAMES_OF.get(_plain(country), (country,))
 
 
 def _plain(text: str) -> str:
     return normalise_for_matching(text).replace("’", "'")
+
+
+_NAMES_OF = {_plain(name): names for names in SAME_COUNTRY for name in names}  # any name → all its names
