@@ -24,7 +24,7 @@ from kb.service import Service
 t1 = time.perf_counter()
 service = Service()
 t2 = time.perf_counter()
-service.kb.embedder.embed(["warm"])
+service.kb.query_embedder.embed(["warm"])
 t3 = time.perf_counter()
 service.searcher.snapshot()
 t4 = time.perf_counter()

@@ -19,7 +19,7 @@ folder (so the embedding cache is empty), with ``ingest.pipeline.ingest``:
   ratio of the two.
 
 Each pipeline runs in its own child process, so peak memory figures do not mix.  The
-embedding backend is ``KB_EMBED_BACKEND`` (``onnx`` by default; ``torch``, ``onnx-int8``);
+embedding backend is ``KB_EMBED_BACKEND`` (``onnx-int8`` by default; ``onnx``, ``torch``);
 the tutorial always embeds with PyTorch, as the
 tutorial does.  ``os.getloadavg()`` is recorded before and after each phase: on a shared
 machine compare figures only together with their load.

@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         "data_dir": str(settings.data_dir),
         "chroma": settings.chroma_url or str(settings.chroma_dir),
         "backend": settings.embed_backend,
+        "query_backend": settings.query_backend,
         "cpus": os.cpu_count(),
         "loadavg_start": loadavg(),
         "rss_mb_start": rss_mb(),
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     report["rss_mb_warm"] = rss_mb()
 
     items = plan(snapshot, questions)
-    vectors = searcher.kb.embedder.embed([item["question"] for item in items])
+    vectors = searcher.kb.query_embedder.embed([item["question"] for item in items])
     report["filter_sizes"] = {
         mode: round(float(np.mean([snapshot.mask(filters_for(mode, it)).sum() for it in items])), 1)
         for mode in MODES[1:]

@@ -85,6 +85,7 @@ def ours(corpus: Path, questions: list[dict], k: int, scratch: Path) -> dict:
         "data_dir": str(settings.data_dir),
         "chroma": settings.chroma_url or str(settings.chroma_dir),
         "backend": settings.embed_backend,
+        "query_backend": settings.query_backend,
         "built": built,
         "documents": service.stats()["documents"],
         "chunks": service.stats()["chunks"],

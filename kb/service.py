@@ -99,7 +99,7 @@ class Service:
             from kb.llm import LLMAnswerer, make_chat_model
 
             model = make_chat_model(self.settings)
-            self._llm = LLMAnswerer(model, self.kb.embedder.embed, self.settings)
+            self._llm = LLMAnswerer(model, self.kb.query_embedder.embed, self.settings)
         return self._llm
 
     def stats(self) -> dict:

@@ -42,6 +42,7 @@ ENV_VARIABLES: dict[str, str] = {
     "chroma_url": "KB_CHROMA_URL",
     "collection": "KB_COLLECTION",
     "embed_backend": "KB_EMBED_BACKEND",
+    "query_backend": "KB_QUERY_BACKEND",
     "models_folder": "KB_MODELS_DIR",
     "embed_batch_size": "KB_EMBED_BATCH_SIZE",
     "chunk_tokens": "KB_CHUNK_TOKENS",
@@ -73,10 +74,17 @@ class Settings:
     collection: str = "passages"  # KB_COLLECTION
 
     # --- embedding ----------------------------------------------------------------
-    # KB_EMBED_BACKEND: onnx (default: the packaged model exported once to ONNX fp32; the
-    # same vectors as torch to a cosine of 0.99999, a faster start), torch, or onnx-int8
-    # (embeds a third faster; recall@5 0.815 instead of 0.870 on the development set)
-    embed_backend: str = "onnx"
+    # All three backends run the same model (torch: the reference; onnx: exported once to
+    # ONNX fp32, the same vectors to a cosine of 0.99999; onnx-int8: that export dynamically
+    # quantised, cosine 0.994, embeds twice as fast), so their vectors can be compared with
+    # one another and passages and questions may be embedded by different backends.
+    # KB_EMBED_BACKEND: passages at ingest, the bulk of the work: int8 by default.
+    embed_backend: str = "onnx-int8"
+    # KB_QUERY_BACKEND: questions and the sentences an answer is composed from (a few short
+    # texts per question): full precision.  On the development set, int8 passages with fp32
+    # questions retrieved as well as fp32 throughout (recall@5 0.870 / 0.852, MRR 0.746 /
+    # 0.758, answer hit 0.685 both), int8 throughout less well (0.833 / 0.729 / 0.648).
+    query_backend: str = "onnx"
     models_folder: str = ""  # KB_MODELS_DIR: where ONNX exports are cached (default: <data dir>/models)
     # KB_EMBED_BATCH_SIZE; 0: the backend's own (32, but 4 for onnx-int8: its dynamically
     # quantised layers ran 10-20% faster on small batches here, bench/embed.py --batch-size)

@@ -165,7 +165,7 @@ def test_queries_in_threads_while_the_same_service_ingests(settings, tmp_path_fa
     write_documents(folder)
     shared_models(settings.data_dir, tmp_path_factory.getbasetemp())
     service = Service(settings)
-    service.kb.embedder.embed(["warm up"])  # the model loads before the race starts
+    service.kb.query_embedder.embed(["warm up"])  # the model loads before the race starts
     assert service.search("anything") == []
     observer = Observer(settings.ledger_path)
     stop = threading.Event()
@@ -193,7 +193,7 @@ def test_queries_in_another_process_while_kb_ingest_writes(settings, tmp_path_fa
     write_documents(folder)
     shared_models(settings.data_dir, tmp_path_factory.getbasetemp())
     service = Service(settings)  # opened before the ingest starts, as a running app would be
-    service.kb.embedder.embed(["warm up"])
+    service.kb.query_embedder.embed(["warm up"])
     assert service.search("anything") == []
     observer = Observer(settings.ledger_path)
     process = subprocess.Popen([str(script), "ingest", str(folder), "--json"], env=environment(settings.data_dir, folder),
@@ -274,7 +274,7 @@ if plan["sync"]:
     report = service.ingest([settings.documents_dir])
     print(json.dumps({"sync": report.summary(), "repaired": report.repaired}), flush=True)
     sys.exit(0)
-service.kb.embedder.embed(["warm up"])
+service.kb.query_embedder.embed(["warm up"])
 print("ready", flush=True)
 for name, source in plan["uploads"]:
     data = Path(source).read_bytes()

@@ -265,3 +265,46 @@ def test_two_processes_export_once(tmp_path):
     assert results[0]["first"] == pytest.approx(results[1]["first"], abs=1e-6)
     names = sorted(p.name for p in (tmp_path / "models").iterdir())
     assert names == sorted([".onnx-export.lock", Path(results[0]["file"]).name])
+
+
+# --- passages and questions on different backends -------------------------------------------
+
+QUESTIONS = [
+    "Where should child victims be sent for shelter and legal help?",
+    "What did the evaluation recommend about cooperation at borders?",
+    "Which crops in West Africa are harvested by children?",
+    "How should school staff react when a pupil reveals abuse?",
+    "Did counselling help survivors recover?",
+]
+
+
+def test_defaults_int8_passages_full_precision_questions(monkeypatch):
+    from kb.embed import get_query_embedder
+
+    for name in ("KB_EMBED_BACKEND", "KB_QUERY_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    settings = get_settings()
+    assert (settings.embed_backend, settings.query_backend) == ("onnx-int8", "onnx")
+    monkeypatch.setenv("KB_QUERY_BACKEND", "torch")
+    assert get_settings().query_backend == "torch"
+    monkeypatch.setenv("KB_QUERY_BACKEND", "onnx-fp16")
+    with pytest.raises(ValueError, match="unknown embedding backend 'onnx-fp16'.*KB_QUERY_BACKEND"):
+        get_query_embedder(get_settings())
+
+
+def test_full_precision_questions_rank_int8_passages_as_full_precision(fp32, int8):
+    """The reason for the defaults: a question embedded in full precision scores int8
+    passages almost exactly as it scores full-precision ones (the quantisation error sits on
+    one side of the dot product only), closer than int8 questions do, and the passage it
+    ranks first is the best one or ties with it (within 0.01) for every question."""
+    exact_passages, int8_passages = fp32.embed(SENTENCES), int8.embed(SENTENCES)
+    exact_questions, int8_questions = fp32.embed(QUESTIONS), int8.embed(QUESTIONS)
+    exact = exact_questions @ exact_passages.T
+    mixed = exact_questions @ int8_passages.T
+    all_int8 = int8_questions @ int8_passages.T
+    mixed_error, int8_error = np.abs(mixed - exact).mean(), np.abs(all_int8 - exact).mean()
+    print(f"mean score error: fp32 questions on int8 passages {mixed_error:.4f}, int8 throughout {int8_error:.4f}")
+    assert mixed_error < int8_error
+    assert mixed_error < 0.02
+    chosen = exact[np.arange(len(QUESTIONS)), mixed.argmax(axis=1)]
+    assert (chosen >= exact.max(axis=1) - 0.01).all(), (chosen, exact.max(axis=1))
