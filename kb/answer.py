@@ -362,6 +362,8 @@ def _usable(sentence: str) -> bool:
     words = sentence.split()
     if not 5 <= len(words) <= 90:
         return False
+    if sentence.rstrip(" \"'”’)").endswith("?"):
+        return False  # a question (a heading, a survey item) does not answer one
     letters = sum(ch.isalpha() for ch in sentence)
     if letters < 0.6 * len(sentence):
         return False

@@ -108,3 +108,34 @@ def test_a_question_about_a_country_the_passages_never_mention_abstains(country_
     assert answer.abstained and not answer.citations
     assert "do not mention Nepal" in answer.answer
     assert answer.related and answer.related[0].file == "ghana-shelters.pdf"  # still offered to read
+
+
+# --------------------------------------------------------------------------------------
+# an answer states; it never quotes a question
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def questions_in_text_service(tmp_path_factory):
+    return ingested_library(
+        tmp_path_factory,
+        "questions-in-text",
+        {
+            "shelter-faq.pdf": [
+                "What should shelters for trafficking victims offer to survivors who arrive at night?\n"
+                "Shelters should stay open around the clock and offer a bed, food and a nurse on call.\n"
+                "Why do some survivors leave a shelter after a few days?\n"
+                "Many survivors leave early because strict house rules feel like detention to them.",
+            ]
+        },
+    )
+
+
+def test_a_question_in_the_text_is_not_quoted_as_an_answer(questions_in_text_service):
+    """The page's own question is the closest sentence to the user's question; the answer
+    quotes what the page says in reply instead."""
+    answer = questions_in_text_service.ask("What should shelters for trafficking victims offer to survivors who arrive at night?")
+    assert not answer.abstained and answer.citations
+    assert "around the clock" in answer.answer
+    for citation in answer.citations:
+        assert "?" not in citation.quote, citation.quote
