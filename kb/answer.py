@@ -22,7 +22,7 @@ import numpy as np
 
 from kb.conversation import Turn, resolve_follow_up
 from kb.keyword import tokenize
-from kb.places import countries_named, mentions
+from kb.places import mentions, places_named
 from kb.records import Answer, Citation, Passage, cite
 from kb.search import Searcher
 from kb.snapshot import Filters
@@ -111,7 +111,7 @@ class ExtractiveAnswerer:
             )
         candidates = self._score(resolved, query_vector, passages)
         relevance = self.relevance(resolved, passages)
-        unmentioned = self.unmentioned_countries(resolved, passages)
+        unmentioned = self.unmentioned_places(resolved, passages)
         if not candidates or relevance < self.settings.abstain_threshold or unmentioned:
             return self._abstain(question, resolved, passages, relevance, unmentioned)
         chosen = self._choose(candidates)
@@ -149,13 +149,13 @@ class ExtractiveAnswerer:
         closeness = max((p.dense_score or 0.0) for p in passages) if passages else 0.0
         return coverage + closeness
 
-    def unmentioned_countries(self, question: str, passages: list[Passage]) -> list[str]:
-        """Countries the question names that none of the best passages mentions (with its
-        document's title): passages about the same subject in another country do not
-        answer a question about this one."""
+    def unmentioned_places(self, question: str, passages: list[Passage]) -> list[str]:
+        """Places (countries, states, provinces) the question names that none of the best
+        passages mentions (with its document's title): passages about the same subject in
+        another place do not answer a question about this one."""
         top = passages[: self.settings.abstain_passages]
         texts = [f"{p.document.title} {p.chunk.heading} {p.chunk.text}" for p in top]
-        return [country for country in countries_named(question) if not any(mentions(t, country) for t in texts)]
+        return [place for place in places_named(question) if not any(mentions(t, place) for t in texts)]
 
     # --- scoring ------------------------------------------------------------------------
     def _score(self, question: str, query_vector: np.ndarray, passages: list[Passage]) -> list[_Candidate]:

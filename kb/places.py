@@ -1,8 +1,9 @@
-"""Countries named in a question, and whether a passage mentions them.
+"""Places named in a question, and whether a passage mentions them.
 
-A question about one country ("When did Ethiopia ratify ...?") is not answered by
-passages about the same subject elsewhere, however close they are: the default answerer
-abstains when none of its best passages mentions a country the question names.
+A question about one country ("When did Ethiopia ratify ...?") or one state or province
+with laws of its own ("under California's transparency law") is not answered by passages
+about the same subject elsewhere, however close they are: the default answerer abstains
+when none of its best passages mentions a place the question names.
 
 Names are matched as written in the question (capitalised, whole words, so "Chad" the
 country and not "chad"); a passage mentions a country when the name occurs in it in any
@@ -48,7 +49,31 @@ COUNTRIES = (
 )
 
 
-# Names of one country, any of which a passage may use for it.
+# States, provinces and nations within a country that make their own laws on trafficking,
+# labour and child protection.  "Washington" is left out (the capital, a newspaper, a
+# person); "Victoria" too (a name).
+REGIONS = (
+    # the United States
+    "Alabama", "Alaska", "Arizona", "Arkansas", "California", "Colorado", "Connecticut", "Delaware",
+    "Florida", "Hawaii", "Idaho", "Illinois", "Indiana", "Iowa", "Kansas", "Kentucky", "Louisiana",
+    "Maine", "Maryland", "Massachusetts", "Michigan", "Minnesota", "Mississippi", "Missouri", "Montana",
+    "Nebraska", "Nevada", "New Hampshire", "New Jersey", "New Mexico", "New York", "North Carolina",
+    "North Dakota", "Ohio", "Oklahoma", "Oregon", "Pennsylvania", "Rhode Island", "South Carolina",
+    "South Dakota", "Tennessee", "Texas", "Utah", "Vermont", "Virginia", "West Virginia", "Wisconsin",
+    "Wyoming", "Puerto Rico",
+    # the United Kingdom
+    "England", "Scotland", "Wales", "Northern Ireland",
+    # Canada
+    "Alberta", "British Columbia", "Manitoba", "New Brunswick", "Newfoundland and Labrador",
+    "Nova Scotia", "Ontario", "Prince Edward Island", "Quebec", "Québec", "Saskatchewan",
+    # Australia
+    "New South Wales", "Queensland", "South Australia", "Tasmania", "Western Australia",
+    "Northern Territory",
+)
+
+PLACES = COUNTRIES + REGIONS
+
+# Names of one place, any of which a passage may use for it.
 SAME_COUNTRY = (
     ("Côte d'Ivoire", "Cote d'Ivoire", "Ivory Coast"),
     ("Myanmar", "Burma"),
@@ -67,31 +92,33 @@ SAME_COUNTRY = (
     ("Palestine", "State of Palestine", "Occupied Palestinian Territory"),
     ("United Kingdom", "Great Britain", "Britain"),
     ("United States", "United States of America", "U.S."),
+    ("Quebec", "Québec"),
 )
 
 
 @functools.lru_cache(maxsize=1)
 def _names_pattern() -> re.Pattern:
-    names = sorted((name.replace("'", "['’]") for name in map(re.escape, COUNTRIES)), key=len, reverse=True)
+    names = sorted((name.replace("'", "['’]") for name in map(re.escape, PLACES)), key=len, reverse=True)
     return re.compile(r"(?<![\w-])(" + "|".join(names) + r")(?![\w-])")
 
 
-def countries_named(text: str) -> list[str]:
-    """The countries ``text`` names, as written, in order, without repeats."""
+def places_named(text: str) -> list[str]:
+    """The places (countries, states, provinces) ``text`` names, as written, in order,
+    without repeats."""
     return list(dict.fromkeys(_names_pattern().findall(text)))
 
 
-def mentions(text: str, country: str) -> bool:
-    """Whether ``text`` mentions ``country`` by any of its names (any case, whole words)."""
+def mentions(text: str, place: str) -> bool:
+    """Whether ``text`` mentions ``place`` by any of its names (any case, whole words)."""
     plain = _plain(text)
     return any(
         re.search(r"(?<![\w-])" + re.escape(_plain(name)) + r"(?![\w-])", plain) is not None
-        for name in _other_names(country)
+        for name in _other_names(place)
     )
 
 
-def _other_names(country: str) -> tuple[str, ...]:
-    return _NAMES_OF.get(_plain(country), (country,))
+def _other_names(place: str) -> tuple[str, ...]:
+    return _NAMES_OF.get(_plain(place), (place,))
 
 
 def _plain(text: str) -> str:

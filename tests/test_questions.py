@@ -73,15 +73,28 @@ def test_a_real_question_is_answered_with_a_citation(service):
 
 
 def test_countries_are_found_as_written_and_mentions_in_any_case():
-    from kb.places import countries_named, mentions
+    from kb.places import mentions, places_named
 
     question = "Did Côte d’Ivoire, Guinea-Bissau or Niger (not Nigeria) sign before the US and Chad's neighbours?"
-    assert countries_named(question) == ["Côte d’Ivoire", "Guinea-Bissau", "Niger", "Nigeria", "Chad"]
-    assert countries_named("a chad of paper, a guinea pig, turkey for dinner") == []
+    assert places_named(question) == ["Côte d’Ivoire", "Guinea-Bissau", "Niger", "Nigeria", "Chad"]
+    assert places_named("a chad of paper, a guinea pig, turkey for dinner") == []
     assert mentions("returnees to ETHIOPIA and Somalia", "Ethiopia")
     assert mentions("cocoa farms in Côte d'Ivoire", "Côte d’Ivoire")
     assert not mentions("returnees to Somalia", "Mali") and not mentions("Nigerian courts", "Niger")
     assert mentions("cocoa farms in Côte d'Ivoire", "Ivory Coast") and mentions("Burma's fisheries", "Myanmar")
+
+
+def test_states_and_provinces_are_places_too():
+    from kb.places import mentions, places_named
+
+    assert places_named("What must retailers disclose under California's transparency law?") == ["California"]
+    # the longest name wins: a state is not read as the country inside its name
+    assert places_named("Shelters in New Mexico, West Virginia and Northern Ireland") == [
+        "New Mexico", "West Virginia", "Northern Ireland"
+    ]
+    assert places_named("Victims in Mexico, Virginia and Ireland") == ["Mexico", "Virginia", "Ireland"]
+    assert places_named("a note on Washington's policy; Queen Victoria") == []
+    assert mentions("the Quebec labour code", "Québec") and not mentions("the Ontario labour code", "Quebec")
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +121,12 @@ def test_a_question_about_a_country_the_passages_never_mention_abstains(country_
     assert answer.abstained and not answer.citations
     assert "do not mention Nepal" in answer.answer
     assert answer.related and answer.related[0].file == "ghana-shelters.pdf"  # still offered to read
+
+
+def test_a_question_about_a_state_the_passages_never_mention_abstains(country_service):
+    answer = country_service.ask("What should shelters for trafficking victims in California offer?")
+    assert answer.abstained and not answer.citations
+    assert "do not mention California" in answer.answer
 
 
 # --------------------------------------------------------------------------------------
