@@ -96,9 +96,17 @@ SAME_COUNTRY = (
 )
 
 
+# Every name a question may use for a place: the lists above and the other names of each
+# (Britain, Swaziland, Lao PDR ...), except "U.S.", which mostly names an agency's country
+# ("the U.S. Department of Labor") rather than the place a question is about.
+_QUESTION_NAMES = tuple(
+    dict.fromkeys([*PLACES, *(name for names in SAME_COUNTRY for name in names if name != "U.S.")])
+)
+
+
 @functools.lru_cache(maxsize=1)
 def _names_pattern() -> re.Pattern:
-    names = sorted((name.replace("'", "['’]") for name in map(re.escape, PLACES)), key=len, reverse=True)
+    names = sorted((name.replace("'", "['’]") for name in map(re.escape, _QUESTION_NAMES)), key=len, reverse=True)
     return re.compile(r"(?<![\w-])(" + "|".join(names) + r")(?![\w-])")
 
 

@@ -97,6 +97,16 @@ def test_states_and_provinces_are_places_too():
     assert mentions("the Quebec labour code", "Québec") and not mentions("the Ontario labour code", "Quebec")
 
 
+def test_a_place_is_found_by_any_of_its_names():
+    from kb.places import mentions, places_named
+
+    assert places_named("Do shelters in Swaziland and Britain take boys?") == ["Swaziland", "Britain"]
+    assert places_named("Returnees to the Lao PDR and the Republic of Korea") == ["Lao PDR", "Republic of Korea"]
+    assert mentions("shelters in Eswatini", "Swaziland") and mentions("the United Kingdom's NRM", "Britain")
+    # "U.S." in a question names an agency's country, not the place asked about
+    assert places_named("What does the U.S. Department of Labor suggest Ghana do?") == ["Ghana"]
+
+
 @pytest.fixture(scope="module")
 def country_service(tmp_path_factory):
     return ingested_library(
