@@ -52,6 +52,8 @@ def render_table(service) -> list[dict]:
     counts[1].metric("Pages", stats.get("pages", 0))
     counts[2].metric("Passages", stats.get("chunks", 0))
     counts[3].metric("Failed files", len(stats.get("failed", [])))
+    if stats.get("older_version_note"):
+        st.info(stats["older_version_note"])
     query = st.text_input("Search the library", key="library_search", placeholder="title, organisation, file, status...")
     frame = library_frame(rows, query)
     st.dataframe(

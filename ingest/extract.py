@@ -12,6 +12,14 @@ from kb.embed import count_tokens_many
 from kb.keyword import tokenize
 from kb.records import Chunk, Page
 
+# Which reading of PDFs made a document's text and chunks.  Raise it whenever reading,
+# cleaning or chunking changes what an unchanged PDF yields, so that libraries read before
+# can be told to re-read (``kb rebuild``; texts that come out the same are not embedded again).
+#   1: pypdf's text extraction
+#   2: PDFium's text, with paragraph gaps from line positions
+#   3: words broken by a hyphen at a line end joined again ("organiza-tion")
+TEXT_VERSION = 3
+
 
 @dataclass
 class ExtractOptions:

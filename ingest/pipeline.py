@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ingest.catalogue import CatalogueEntry, describe, load_catalogue
-from ingest.extract import ExtractOptions, Extracted
+from ingest.extract import TEXT_VERSION, ExtractOptions, Extracted
 from ingest.reader import ReadError
 from ingest.worker import ExtractionWorker
 from kb.keyword import tokenize
@@ -339,6 +339,7 @@ def _embed(
         file=candidate.path.name,
         pages=len(extracted.pages),
         chunks=len(extracted.chunks),
+        text_version=TEXT_VERSION,
         **described,
     )
     title_terms = tokenize(meta.title)

@@ -98,8 +98,8 @@ def content_state(settings: Settings, *, exclude_paths=(), store=None, ledger_db
     try:
         state = {
             "documents": rows(
-                "SELECT doc_id, file, title, organisation, year, url, language, pages, chunks, status, warnings "
-                "FROM documents"),
+                "SELECT doc_id, file, title, organisation, year, url, language, pages, chunks, status, warnings, "
+                "text_version FROM documents"),
             "files": [row for row in rows("SELECT path, name, doc_id, size, status, reason FROM files")
                       if row[0] not in excluded],
             "pages": rows("SELECT doc_id, idx, label, text FROM pages"),

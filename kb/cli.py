@@ -95,6 +95,9 @@ def cmd_ingest(args) -> int:
             f"{s['duplicate']} duplicate, {s['failed']} failed; {s['pages']} pages, {s['chunks']} chunks "
             f"({s['embedded']} newly embedded) in {s['seconds']:.1f} s"
         )
+        note = service.stats()["older_version_note"]
+        if note:
+            print(f"\nnote: {note}")
     return 1 if report.failed else 0
 
 
@@ -158,6 +161,8 @@ def cmd_stats(args) -> int:
         print("\nDuplicates (stored once):")
         for duplicate in stats["duplicates"]:
             print(f"  {duplicate['file']}: {duplicate['reason']}")
+    if stats["older_version_note"]:
+        print(f"\nnote: {stats['older_version_note']}")
     return 0
 
 

@@ -84,6 +84,19 @@ def _first_word_pieces(text: str, limit: int) -> str:
     return " ".join(words)
 
 
+def older_version_note(count: int) -> str:
+    """What to tell staff when ``count`` documents were read by an earlier version of the
+    PDF reading (their words, paragraphs and chunks may differ from what it reads now)."""
+    if not count:
+        return ""
+    documents = "1 document was" if count == 1 else f"{count} documents were"
+    return (
+        f"{documents} read by an earlier version of the PDF reader (or before versions were "
+        "recorded): `kb rebuild` re-reads every document, embedding again only the passages "
+        "whose text changed."
+    )
+
+
 class KnowledgeBase:
     """Ledger + vector store + embedder for one data folder (or one Chroma server)."""
 
@@ -263,8 +276,13 @@ class KnowledgeBase:
             entry["pages"] += doc.pages
             entry["chunks"] += doc.chunks
         files = self.ledger.file_rows()
+        from ingest.extract import TEXT_VERSION
+
+        older = sorted(doc.file for doc in documents if doc.text_version < TEXT_VERSION)
         return {
             **self.ledger.counts(),
+            "read_by_older_version": older,
+            "older_version_note": older_version_note(len(older)),
             "by_organisation": dict(sorted(by_organisation.items())),
             "failed": [{"file": f["name"], "path": f["path"], "reason": f["reason"]} for f in files if f["status"] == "failed"],
             "duplicates": [{"file": f["name"], "reason": f["reason"]} for f in files if f["status"] == "duplicate"],

@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS documents (
     chunks INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL,              -- pending | ready
     warnings TEXT NOT NULL DEFAULT '[]',
-    added_at REAL NOT NULL
+    added_at REAL NOT NULL,
+    text_version INTEGER NOT NULL DEFAULT 0  -- ingest.extract.TEXT_VERSION that read it
 );
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,             -- absolute path of the source file
@@ -88,9 +89,17 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(SCHEMA)
+        self._add_missing_columns()
         # One connection serves every thread (an ingest stores one document while it
         # embeds the next; the app answers from several): transactions take turns.
         self._writing = threading.RLock()
+
+    def _add_missing_columns(self) -> None:
+        """Bring a ledger made by an earlier version up to date (columns only ever added)."""
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(documents)")}
+        if "text_version" not in columns:
+            with self._db:
+                self._db.execute("ALTER TABLE documents ADD COLUMN text_version INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -161,10 +170,11 @@ class Ledger:
             _delete_document_rows(db, meta.doc_id)
             db.execute(
                 "INSERT INTO documents(doc_id, file, title, organisation, year, url, language, pages, "
-                "chunks, status, warnings, added_at) VALUES(?,?,?,?,?,?,?,?,?, 'pending', ?, ?)",
+                "chunks, status, warnings, added_at, text_version) VALUES(?,?,?,?,?,?,?,?,?, 'pending', ?, ?, ?)",
                 (
                     meta.doc_id, meta.file, meta.title, meta.organisation, meta.year, meta.url,
                     meta.language, meta.pages, meta.chunks, json.dumps(warnings), time.time(),
+                    meta.text_version,
                 ),
             )
             db.executemany(
@@ -310,4 +320,5 @@ def _document_from_row(row: sqlite3.Row) -> DocumentMeta:
         language=row["language"],
         pages=row["pages"],
         chunks=row["chunks"],
+        text_version=row["text_version"],
     )

@@ -20,6 +20,8 @@ class DocumentMeta:
     language: str = "en"
     pages: int = 0
     chunks: int = 0
+    # which reading of PDFs made its text (ingest.extract.TEXT_VERSION); 0: not recorded
+    text_version: int = 0
 
 
 @dataclass

@@ -274,3 +274,32 @@ def test_a_failed_rebuild_leaves_the_old_knowledge_base(library, tmp_path, capsy
     assert status == 1 and "simulated" in err
     assert content_state(settings) == before
     assert siblings(settings) == []
+
+
+def test_a_library_read_by_an_earlier_reader_is_told_to_rebuild(library, capsys):
+    """A ledger made before the reading version was recorded (no column) is brought up to
+    date when opened; its documents count as read by an earlier version, which `kb stats`
+    and `kb ingest` say, until `kb rebuild` re-reads them (embedding nothing again here:
+    the same PDFs give the same passages)."""
+    import sqlite3
+
+    from ingest.extract import TEXT_VERSION
+
+    settings, _ = library
+    with sqlite3.connect(settings.ledger_path) as db:
+        db.execute("ALTER TABLE documents DROP COLUMN text_version")
+    stats = Service(settings).stats()
+    assert len(stats["read_by_older_version"]) == 4
+    assert stats["older_version_note"].startswith("4 documents were read by an earlier version")
+    status, out, _ = run(capsys, "stats")
+    assert status == 0 and "kb rebuild" in out
+    status, out, _ = run(capsys, "ingest")
+    assert status == 0 and "4 unchanged" in out and "note: 4 documents" in out
+
+    status, out, _ = run(capsys, "rebuild", "--json")
+    assert status == 0 and out["ok"] and out["embedded"] == 0, out
+    stats = Service(settings).stats()
+    assert stats["read_by_older_version"] == [] and stats["older_version_note"] == ""
+    assert {doc.text_version for doc in KnowledgeBase(settings).ledger.ready_documents()} == {TEXT_VERSION}
+    status, out, _ = run(capsys, "stats")
+    assert "kb rebuild" not in out
