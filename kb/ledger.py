@@ -96,10 +96,18 @@ class Ledger:
 
     def _add_missing_columns(self) -> None:
         """Bring a ledger made by an earlier version up to date (columns only ever added)."""
-        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(documents)")}
-        if "text_version" not in columns:
+        if "text_version" in self._columns("documents"):
+            return
+        try:
             with self._db:
                 self._db.execute("ALTER TABLE documents ADD COLUMN text_version INTEGER NOT NULL DEFAULT 0")
+        except sqlite3.OperationalError:
+            if "text_version" not in self._columns("documents"):
+                raise
+            # another process opening the same ledger added it first
+
+    def _columns(self, table: str) -> set[str]:
+        return {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
 
     def close(self) -> None:
         self._db.close()

@@ -303,3 +303,29 @@ def test_a_library_read_by_an_earlier_reader_is_told_to_rebuild(library, capsys)
     assert {doc.text_version for doc in KnowledgeBase(settings).ledger.ready_documents()} == {TEXT_VERSION}
     status, out, _ = run(capsys, "stats")
     assert "kb rebuild" not in out
+
+
+def test_two_processes_bringing_an_old_ledger_up_to_date_at_once(tmp_path, monkeypatch):
+    """The app and `kb ingest` may open an old ledger at the same moment: the one that finds
+    the column already added by the other carries on."""
+    import sqlite3
+
+    from kb.ledger import Ledger
+
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE documents DROP COLUMN text_version")
+    columns = Ledger._columns
+
+    def the_other_process_was_quicker(self, table):
+        found = columns(self, table)
+        if "text_version" not in found:
+            with sqlite3.connect(path) as other:
+                other.execute("ALTER TABLE documents ADD COLUMN text_version INTEGER NOT NULL DEFAULT 0")
+        return found
+
+    monkeypatch.setattr(Ledger, "_columns", the_other_process_was_quicker)
+    ledger = Ledger(path)
+    assert "text_version" in columns(ledger, "documents")
+    ledger.close()
