@@ -77,8 +77,12 @@ def cmd_ingest(args) -> int:
     finally:
         if bar is not None:
             bar.close()
+    note = service.stats()["older_version_note"]
     if args.json:
-        _print_json({"summary": report.summary(), "files": [asdict(r) for r in report.results], "repaired": report.repaired})
+        _print_json({
+            "summary": report.summary(), "files": [asdict(r) for r in report.results],
+            "repaired": report.repaired, "older_version_note": note,
+        })
     else:
         for note in report.repaired:
             print(f"repaired: {note}")
@@ -95,7 +99,6 @@ def cmd_ingest(args) -> int:
             f"{s['duplicate']} duplicate, {s['failed']} failed; {s['pages']} pages, {s['chunks']} chunks "
             f"({s['embedded']} newly embedded) in {s['seconds']:.1f} s"
         )
-        note = service.stats()["older_version_note"]
         if note:
             print(f"\nnote: {note}")
     return 1 if report.failed else 0

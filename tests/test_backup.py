@@ -295,6 +295,8 @@ def test_a_library_read_by_an_earlier_reader_is_told_to_rebuild(library, capsys)
     assert status == 0 and "kb rebuild" in out
     status, out, _ = run(capsys, "ingest")
     assert status == 0 and "4 unchanged" in out and "note: 4 documents" in out
+    status, out, _ = run(capsys, "ingest", "--json")
+    assert status == 0 and out["older_version_note"].startswith("4 documents")
 
     status, out, _ = run(capsys, "rebuild", "--json")
     assert status == 0 and out["ok"] and out["embedded"] == 0, out
