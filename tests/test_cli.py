@@ -60,7 +60,8 @@ def test_ingest_json_schema(settings, capsys):
 
     status, output = run(capsys, "ingest", "--json")  # default: the documents folder
     assert status == 0
-    assert set(output) == {"summary", "files", "repaired"}
+    assert set(output) == {"summary", "files", "repaired", "older_version_note"}
+    assert output["older_version_note"] == ""  # read by this version
     assert set(output["summary"]) == SUMMARY_KEYS
     assert output["summary"]["added"] == 2 and output["summary"]["failed"] == 0
     assert output["summary"]["embedded"] == output["summary"]["chunks"] > 0
