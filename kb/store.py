@@ -158,13 +158,17 @@ class VectorStore:
         )
 
     def add(self, chunks: list[Chunk], document: DocumentMeta, vectors: np.ndarray) -> None:
+        """Vectors and filter metadata only.  The chunk texts live in the ledger, which is
+        where everything reads them from.  Stored here as well, Chroma indexes them for
+        full-text search on every add: adding the corpus's 2,571 chunks took 2.3 s of CPU
+        instead of 0.8 s (on the cores the model embeds on) and 24 MB of disk instead of
+        6.7 MB."""
         for start in range(0, len(chunks), ADD_BATCH):
             batch = chunks[start : start + ADD_BATCH]
             self.collection.upsert(
                 ids=[c.chunk_id for c in batch],
                 embeddings=np.asarray(vectors[start : start + len(batch)], dtype=np.float32),
                 metadatas=[chunk_metadata(c, document) for c in batch],
-                documents=[c.text for c in batch],
             )
 
     def update_metadata(self, chunks: list[Chunk], document: DocumentMeta) -> None:
