@@ -77,11 +77,11 @@ def cmd_ingest(args) -> int:
     finally:
         if bar is not None:
             bar.close()
-    note = service.stats()["older_version_note"]
+    older_version_note = service.stats()["older_version_note"]
     if args.json:
         _print_json({
             "summary": report.summary(), "files": [asdict(r) for r in report.results],
-            "repaired": report.repaired, "older_version_note": note,
+            "repaired": report.repaired, "older_version_note": older_version_note,
         })
     else:
         for note in report.repaired:
@@ -99,8 +99,8 @@ def cmd_ingest(args) -> int:
             f"{s['duplicate']} duplicate, {s['failed']} failed; {s['pages']} pages, {s['chunks']} chunks "
             f"({s['embedded']} newly embedded) in {s['seconds']:.1f} s"
         )
-        if note:
-            print(f"\nnote: {note}")
+        if older_version_note:
+            print(f"\nnote: {older_version_note}")
     return 1 if report.failed else 0
 
 
