@@ -1,5 +1,7 @@
-"""Hybrid retrieval: Chroma's dense results and our BM25 results, fused by reciprocal
-rank fusion, filtered, and diversified so one document cannot fill every slot.
+"""Hybrid retrieval: Chroma's dense results and our BM25 results, fused (scaled scores
+mixed, or reciprocal rank fusion), filtered, and diversified so one document (or one page)
+cannot fill every slot.  A question that asks several things is also searched part by
+part (:mod:`kb.query_parts`), and a passage answering one part well gains a share of it.
 
 Filtered queries do not use Chroma's ``where`` (slow on large collections): the filter
 becomes a row mask and the dense side is an exact search over the masked chunk vectors
@@ -11,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from kb.knowledge_base import KnowledgeBase
+from kb.query_parts import question_parts
 from kb.records import Passage
 from kb.settings import Settings
 from kb.snapshot import Filters, Snapshot, SnapshotCache
@@ -45,11 +48,17 @@ class Searcher:
         snapshot = self.snapshot()
         if not len(snapshot) or not query.strip():
             return []
-        vector = self.embed_query(query) if query_vector is None else query_vector
+        parts = question_parts(query) if settings.part_share > 0 else []
+        if query_vector is None:
+            vectors = self.kb.query_embedder.embed([query, *parts])  # one batch
+            vector, part_vectors = vectors[0], list(vectors[1:])
+        else:
+            vector = query_vector
+            part_vectors = list(self.kb.query_embedder.embed(parts)) if parts else []
         mask = snapshot.mask(filters)
-        dense = self._dense(snapshot, vector, mask)
-        keyword = snapshot.keyword.top(query, settings.candidates, mask)
-        fused = self._fuse(dense, keyword, snapshot, vector, query)
+        fused = self._fused(snapshot, query, vector, mask)
+        if parts:
+            self._add_part_evidence(fused, [self._fused(snapshot, p, v, mask) for p, v in zip(parts, part_vectors)])
         self._add_neighbour_evidence(snapshot, fused)
         ordered = sorted(fused.items(), key=lambda item: -item[1]["score"])
         rows = [row for row, _ in ordered]
@@ -70,6 +79,23 @@ class Searcher:
                 )
             )
         return passages
+
+    def _fused(self, snapshot: Snapshot, query: str, vector: np.ndarray, mask: np.ndarray | None) -> dict[int, dict]:
+        """Dense and keyword candidates for one query, fused: row → scores."""
+        dense = self._dense(snapshot, vector, mask)
+        keyword = snapshot.keyword.top(query, self.settings.candidates, mask)
+        return self._fuse(dense, keyword, snapshot, vector, query)
+
+    def _add_part_evidence(self, fused: dict[int, dict], by_part: list[dict[int, dict]]) -> None:
+        """Each passage gains ``part_share`` of its best score for any one part of the
+        question; a passage only a part found joins the candidates with that alone."""
+        share = self.settings.part_share
+        for row in set().union(*by_part):
+            best = max(part[row]["score"] for part in by_part if row in part)
+            if row not in fused:
+                found = next(part[row] for part in by_part if row in part)
+                fused[row] = {**found, "score": 0.0}
+            fused[row]["score"] += share * best
 
     def _dense(self, snapshot: Snapshot, vector: np.ndarray, mask: np.ndarray | None) -> list[tuple[int, float]]:
         n = self.settings.candidates
@@ -137,19 +163,26 @@ class Searcher:
 
     def _diversify(self, snapshot: Snapshot, rows: list[int], k: int) -> list[int]:
         """Best-first, skipping a passage whose document already has ``max_per_document``
-        slots or whose text nearly repeats one already chosen."""
+        slots, whose page already has ``max_per_page`` (overlapping chunks of one page say
+        much the same), or whose text nearly repeats one already chosen."""
         chosen: list[int] = []
         per_document: dict[str, int] = {}
+        per_page: dict[tuple[str, int], int] = {}
         limit = self.settings.max_per_document
+        page_limit = self.settings.max_per_page
         threshold = self.settings.near_duplicate_similarity
         for row in rows:
             doc_id = snapshot.chunks[row].doc_id
             if per_document.get(doc_id, 0) >= limit:
                 continue
+            page = (doc_id, snapshot.chunks[row].page_start)
+            if per_page.get(page, 0) >= page_limit:
+                continue
             if chosen and float(np.max(snapshot.vectors[chosen] @ snapshot.vectors[row])) >= threshold:
                 continue
             chosen.append(row)
             per_document[doc_id] = per_document.get(doc_id, 0) + 1
+            per_page[page] = per_page.get(page, 0) + 1
             if len(chosen) == k:
                 return chosen
         if len(chosen) < k:  # fill from what was skipped rather than return fewer

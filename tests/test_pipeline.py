@@ -666,3 +666,60 @@ def test_filters_combine(library):
     assert _files(library.search("wages", filters=Filters(organisations=["ILO", "UNODC"], year_from=2020))) == {
         "online.pdf"
     }
+
+
+# ======================================================================================
+# multi-part questions and the page limit (small chunks: several to a page)
+# ======================================================================================
+
+
+@pytest.fixture(scope="module")
+def small_chunks(tmp_path_factory):
+    base = tmp_path_factory.mktemp("small-chunks")
+    folder = base / "documents"
+    folder.mkdir()
+    write_library(folder)
+    settings = get_settings(
+        data_dir=base / "data", documents_dir=folder, chroma_url="", llm="", chunk_tokens=30, chunk_overlap_tokens=0
+    )
+    service = Service(settings)
+    service.ingest([folder])
+    return service
+
+
+def _rank_of(service: Service, question: str, words: str, part_share: float) -> int:
+    searcher = Service(replace(service.settings, part_share=part_share)).searcher
+    passages = searcher.search(question, k=12, diversify=False)
+    return next(i for i, p in enumerate(passages) if words in p.chunk.text)
+
+
+@pytest.mark.parametrize(
+    "question, second_part",
+    [
+        (
+            "How were captains on distant-water fishing vessels able to withhold the wages of fishers, "
+            "and what did the remediation plan for each child involve?",
+            "remediation plan",
+        ),
+        (
+            "How many hours a day did fishers work while their vessels stayed at sea for months, "
+            "and what did cooperatives agree to do?",
+            "Cooperatives",
+        ),
+    ],
+)
+def test_each_part_of_a_two_part_question_is_searched(small_chunks, question, second_part):
+    # The long first part dominates the whole question's vector and terms; searching the
+    # second part on its own lifts the passage that answers it.
+    assert _rank_of(small_chunks, question, second_part, 0.3) < _rank_of(small_chunks, question, second_part, 0.0)
+
+
+def test_one_page_fills_at_most_max_per_page_slots(small_chunks):
+    question = "fishers recruited in coastal villages promised monthly wages, captains withheld wages, twenty hours a day"
+    undiversified = small_chunks.searcher.search(question, k=6, diversify=False)
+    assert sum(p.chunk.page_start == 1 and p.document.file == "fisheries.pdf" for p in undiversified[:3]) == 3
+    for limit in (1, 2):
+        searcher = Service(replace(small_chunks.settings, max_per_page=limit)).searcher
+        passages = searcher.search(question, k=4)
+        pages = [(p.document.file, p.chunk.page_start) for p in passages]
+        assert max(pages.count(page) for page in pages) == limit, pages
