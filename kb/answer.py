@@ -99,10 +99,11 @@ class ExtractiveAnswerer:
         snapshot = self.searcher.snapshot()
         if not len(snapshot):
             return Answer(question=question, answer=EMPTY_LIBRARY_TEXT, abstained=True, resolved_question=resolved, backend=self.backend)
-        query_vector = self.searcher.embed_query(resolved)
+        query_vector, part_vectors = self.searcher.embed_question(resolved)
         if passages is None:
             passages = self.searcher.search(
-                resolved, k=self.settings.answer_candidate_passages, filters=filters, query_vector=query_vector
+                resolved, k=self.settings.answer_candidate_passages, filters=filters,
+                query_vector=query_vector, part_vectors=part_vectors,
             )
         if not passages:
             return Answer(

@@ -30,8 +30,11 @@ class Searcher:
     def snapshot(self) -> Snapshot:
         return self.snapshots.get()
 
-    def embed_query(self, query: str) -> np.ndarray:
-        return self.kb.query_embedder.embed([query])[0]
+    def embed_question(self, question: str) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The question's vector and its parts' (:mod:`kb.query_parts`), in one batch."""
+        parts = question_parts(question) if self.settings.part_share > 0 else []
+        vectors = list(self.kb.query_embedder.embed([question, *parts]))
+        return vectors[0], vectors[1:]
 
     def search(
         self,
@@ -40,9 +43,12 @@ class Searcher:
         filters: Filters | None = None,
         *,
         query_vector: np.ndarray | None = None,
+        part_vectors: list[np.ndarray] | None = None,
         diversify: bool = True,
     ) -> list[Passage]:
-        """The ``k`` best passages for ``query`` (best first), each with its scores."""
+        """The ``k`` best passages for ``query`` (best first), each with its scores.
+        ``query_vector`` and ``part_vectors`` (:meth:`embed_question`), when given, save
+        embedding the question again."""
         settings = self.settings
         k = k or settings.top_k
         snapshot = self.snapshot()
@@ -50,11 +56,10 @@ class Searcher:
             return []
         parts = question_parts(query) if settings.part_share > 0 else []
         if query_vector is None:
-            vectors = self.kb.query_embedder.embed([query, *parts])  # one batch
-            vector, part_vectors = vectors[0], list(vectors[1:])
-        else:
-            vector = query_vector
+            query_vector, part_vectors = self.embed_question(query)
+        elif part_vectors is None or len(part_vectors) != len(parts):
             part_vectors = list(self.kb.query_embedder.embed(parts)) if parts else []
+        vector = query_vector
         mask = snapshot.mask(filters)
         fused = self._fused(snapshot, query, vector, mask)
         if parts:
