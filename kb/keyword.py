@@ -89,12 +89,16 @@ class KeywordIndex:
 
     def top(self, query: str, n: int, mask: np.ndarray | None = None) -> list[tuple[int, float]]:
         """Row numbers and scores of the ``n`` best chunks with a score above zero."""
-        scores = self.scores(query, mask)
-        if not scores.size:
-            return []
-        n = min(n, int((scores > 0).sum()))
-        if n <= 0:
-            return []
-        best = np.argpartition(-scores, n - 1)[:n]
-        best = best[np.argsort(-scores[best], kind="stable")]
-        return [(int(i), float(scores[i])) for i in best]
+        return best_rows(self.scores(query, mask), n)
+
+
+def best_rows(scores: np.ndarray, n: int) -> list[tuple[int, float]]:
+    """Row numbers and scores of the ``n`` highest scores above zero, best first."""
+    if not scores.size:
+        return []
+    n = min(n, int((scores > 0).sum()))
+    if n <= 0:
+        return []
+    best = np.argpartition(-scores, n - 1)[:n]
+    best = best[np.argsort(-scores[best], kind="stable")]
+    return [(int(i), float(scores[i])) for i in best]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kb.keyword import best_rows
 from kb.knowledge_base import KnowledgeBase
 from kb.query_parts import question_parts
 from kb.records import Passage
@@ -62,8 +63,9 @@ class Searcher:
         vector = query_vector
         mask = snapshot.mask(filters)
         fused = self._fused(snapshot, query, vector, mask)
-        if parts:
-            self._add_part_evidence(fused, [self._fused(snapshot, p, v, mask) for p, v in zip(parts, part_vectors)])
+        if parts:  # exact dense search over the snapshot's vectors: faster than a second HNSW query here
+            by_part = [self._fused(snapshot, p, v, mask, exact=True) for p, v in zip(parts, part_vectors)]
+            self._add_part_evidence(fused, by_part)
         self._add_neighbour_evidence(snapshot, fused)
         ordered = sorted(fused.items(), key=lambda item: -item[1]["score"])
         rows = [row for row, _ in ordered]
@@ -85,11 +87,14 @@ class Searcher:
             )
         return passages
 
-    def _fused(self, snapshot: Snapshot, query: str, vector: np.ndarray, mask: np.ndarray | None) -> dict[int, dict]:
+    def _fused(
+        self, snapshot: Snapshot, query: str, vector: np.ndarray, mask: np.ndarray | None, *, exact: bool = False
+    ) -> dict[int, dict]:
         """Dense and keyword candidates for one query, fused: row → scores."""
-        dense = self._dense(snapshot, vector, mask)
-        keyword = snapshot.keyword.top(query, self.settings.candidates, mask)
-        return self._fuse(dense, keyword, snapshot, vector, query)
+        bm25 = snapshot.keyword.scores(query, mask)
+        dense = self._dense(snapshot, vector, mask, exact=exact)
+        keyword = best_rows(bm25, self.settings.candidates)
+        return self._fuse(dense, keyword, snapshot, vector, bm25)
 
     def _add_part_evidence(self, fused: dict[int, dict], by_part: list[dict[int, dict]]) -> None:
         """Each passage gains ``part_share`` of its best score for any one part of the
@@ -102,27 +107,29 @@ class Searcher:
                 fused[row] = {**found, "score": 0.0}
             fused[row]["score"] += share * best
 
-    def _dense(self, snapshot: Snapshot, vector: np.ndarray, mask: np.ndarray | None) -> list[tuple[int, float]]:
+    def _dense(
+        self, snapshot: Snapshot, vector: np.ndarray, mask: np.ndarray | None, *, exact: bool = False
+    ) -> list[tuple[int, float]]:
         n = self.settings.candidates
-        if mask is not None or self.settings.dense_source == "memory":
+        if exact or mask is not None or self.settings.dense_source == "memory":
             return snapshot.dense_top(vector, n, mask)
         hits = self.kb.store.query(vector, n)
         # Only chunks of ready documents are visible; Chroma may briefly hold others.
         return [(snapshot.row_of[cid], sim) for cid, sim in hits if cid in snapshot.row_of]
 
-    def _fuse(self, dense: list[tuple[int, float]], keyword: list[tuple[int, float]], snapshot: Snapshot, vector: np.ndarray, query: str) -> dict[int, dict]:
+    def _fuse(self, dense: list[tuple[int, float]], keyword: list[tuple[int, float]], snapshot: Snapshot, vector: np.ndarray, bm25: np.ndarray) -> dict[int, dict]:
         if self.settings.fusion == "convex":
-            return self._fuse_convex(dense, keyword, snapshot, vector, query)
+            return self._fuse_convex(dense, keyword, snapshot, vector, bm25)
         return self._fuse_rrf(dense, keyword)
 
-    def _fuse_convex(self, dense, keyword, snapshot: Snapshot, vector: np.ndarray, query: str) -> dict[int, dict]:
+    def _fuse_convex(self, dense, keyword, snapshot: Snapshot, vector: np.ndarray, bm25: np.ndarray) -> dict[int, dict]:
         """Both scores for every candidate, each scaled to 0..1 over the candidates, mixed."""
         rows = list(dict.fromkeys([r for r, _ in dense] + [r for r, _ in keyword]))
         if not rows:
             return {}
         index = np.asarray(rows)
         similarities = snapshot.vectors[index] @ np.asarray(vector, dtype=np.float32)
-        bm25 = snapshot.keyword.scores(query)[index]
+        bm25 = bm25[index]
         def scale(values):
             low, high = float(values.min()), float(values.max())
             return (values - low) / (high - low) if high > low else np.zeros_like(values)

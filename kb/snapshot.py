@@ -118,14 +118,18 @@ class Snapshot:
         """Exact cosine search over the (masked) chunk vectors: rows and similarities."""
         if not len(self.chunks):
             return []
-        rows = np.flatnonzero(mask) if mask is not None else np.arange(len(self.chunks))
-        if not rows.size:
-            return []
-        similarities = self.vectors[rows] @ np.asarray(vector, dtype=np.float32)
-        n = min(n, rows.size)
+        vector = np.asarray(vector, dtype=np.float32)
+        if mask is None:
+            rows, similarities = None, self.vectors @ vector
+        else:
+            rows = np.flatnonzero(mask)
+            if not rows.size:
+                return []
+            similarities = self.vectors[rows] @ vector
+        n = min(n, similarities.size)
         best = np.argpartition(-similarities, n - 1)[:n]
         best = best[np.argsort(-similarities[best], kind="stable")]
-        return [(int(rows[i]), float(similarities[i])) for i in best]
+        return [(int(i if rows is None else rows[i]), float(similarities[i])) for i in best]
 
 
 class SnapshotCache:
