@@ -11,7 +11,8 @@ in three modes:
   document).
 
 For each mode it measures ``Service.search(k=10)`` (query embedding included),
-``Searcher.search`` with the query vector given (the index side alone) and ``Service.ask``
+``Searcher.search`` with the query vectors given (the index side alone: the question's and
+its parts', see kb/query_parts.py) and ``Service.ask``
 (the whole extractive answer), p50/p95/max in ms.  Then, for the dense side alone on the
 same query vectors: the path the app takes (Chroma HNSW unfiltered; exact NumPy search
 over the snapshot's vectors when filtered) against Chroma's ``query(where=...)`` with the
@@ -168,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     report["rss_mb_warm"] = rss_mb()
 
     items = plan(snapshot, questions)
-    vectors = searcher.kb.query_embedder.embed([item["question"] for item in items])
+    # Each question's vector and its parts' (a multi-part question is searched part by part).
+    embedded = [searcher.embed_question(item["question"]) for item in items]
+    vectors = [vector for vector, _ in embedded]
     report["filter_sizes"] = {
         mode: round(float(np.mean([snapshot.mask(filters_for(mode, it)).sum() for it in items])), 1)
         for mode in MODES[1:]
@@ -178,10 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     for mode in MODES:
         search_ms, index_ms, answer_ms = [], [], []
         for _ in range(args.repeat):
-            for item, vector in zip(items, vectors):
+            for item, (vector, part_vectors) in zip(items, embedded):
                 filters = filters_for(mode, item)
                 search_ms.append(timed(service.search, item["question"], k=10, filters=filters)[0])
-                index_ms.append(timed(searcher.search, item["question"], k=10, filters=filters, query_vector=vector)[0])
+                index_ms.append(
+                    timed(
+                        searcher.search, item["question"], k=10, filters=filters,
+                        query_vector=vector, part_vectors=part_vectors,
+                    )[0]
+                )
                 if not args.skip_answers:
                     answer_ms.append(timed(service.ask, item["question"], filters=filters)[0])
         results[mode] = {
