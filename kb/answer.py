@@ -176,7 +176,7 @@ class ExtractiveAnswerer:
         seen: set[str] = set()
         for rank, passage in enumerate(passages):
             for sentence, page, items in self._passage_sentences(passage):
-                if sentence in seen or not _usable(sentence):
+                if sentence in seen or not (_usable(sentence) or _opens_list(sentence, items)):
                     continue
                 seen.add(sentence)
                 # A sentence that introduces a list ("...establish trust by:") is judged
@@ -375,6 +375,22 @@ def _usable(sentence: str) -> bool:
     if sum(ch.isupper() for ch in sentence) > 0.5 * letters:
         return False  # a heading in capitals
     return not _NUMBERED_LIST_START.match(sentence) or len(words) > 8
+
+
+_LIST_OPENING_END = re.compile(r"(:|\.\.\.|…)$")
+
+
+def _opens_list(sentence: str, items: list[str]) -> bool:
+    """A short lead-in that opens a list ("Does the student...", "Victims may:"): too short
+    to quote alone, but quoted with its items it says what the list says."""
+    words = sentence.split()
+    return (
+        len([i for i in items if _usable_item(i)]) >= 2
+        and 2 <= len(words) <= 12
+        and bool(_LIST_OPENING_END.search(sentence.rstrip()))
+        and sentence[0].isupper()
+        and sum(ch.isupper() for ch in sentence) <= 0.5 * sum(ch.isalpha() for ch in sentence)
+    )
 
 
 def _usable_item(item: str) -> bool:

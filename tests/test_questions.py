@@ -168,3 +168,37 @@ def test_a_question_in_the_text_is_not_quoted_as_an_answer(questions_in_text_ser
     assert "around the clock" in answer.answer
     for citation in answer.citations:
         assert "?" not in citation.quote, citation.quote
+
+
+# --------------------------------------------------------------------------------------
+# a short lead-in that opens a list is quoted with its items
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lead_in_list_service(tmp_path_factory):
+    return ingested_library(
+        tmp_path_factory,
+        "lead-in-list",
+        {
+            "school-guide.pdf": [
+                "Signs of Exploitation in Schools\n"
+                "Teachers see their students every day and are often the first to notice a change.\n"
+                "Does the student...\n"
+                "» Have unexplained absences from school or a sudden drop in grades?\n"
+                "» Carry expensive phones or clothes they could not afford?\n"
+                "» Have a much older boyfriend who collects them after class?\n"
+                "Report what you see to the school's safeguarding lead on the same day.",
+            ]
+        },
+    )
+
+
+def test_a_lead_in_too_short_to_quote_alone_is_quoted_with_its_list(lead_in_list_service):
+    """'Does the student...' is too short to be an answer sentence, and its items end in
+    question marks; together they are the warning signs asked for."""
+    answer = lead_in_list_service.ask("What warning signs of exploitation should teachers watch for in a student?")
+    assert not answer.abstained
+    assert "unexplained absences from school" in answer.answer
+    (cited,) = [c for c in answer.citations if "Does the student" in c.quote]
+    assert "much older boyfriend" in cited.quote and cited.page == 1
