@@ -374,7 +374,23 @@ def _usable(sentence: str) -> bool:
         return False
     if sum(ch.isupper() for ch in sentence) > 0.5 * letters:
         return False  # a heading in capitals
+    if _looks_like_title(sentence):
+        return False  # a title or heading in title case ("A Guide for Youth Caretakers")
     return not _NUMBERED_LIST_START.match(sentence) or len(words) > 8
+
+
+_SMALL_WORDS = frozenset("a an and as at by for from in into of on or the to with".split())
+_FINISHED = re.compile(r"[.!?:;…\"”’')\]]$")
+
+
+def _looks_like_title(sentence: str) -> bool:
+    """No closing punctuation and every word that is not a small word capitalised."""
+    words = [w for w in re.findall(r"[A-Za-z][\w’'-]*", sentence) if w.lower() not in _SMALL_WORDS]
+    return (
+        not _FINISHED.search(sentence.rstrip())
+        and len(words) >= 2
+        and all(w[0].isupper() for w in words)
+    )
 
 
 _LIST_OPENING_END = re.compile(r"(:|\.\.\.|…)$")

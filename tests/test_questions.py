@@ -202,3 +202,33 @@ def test_a_lead_in_too_short_to_quote_alone_is_quoted_with_its_list(lead_in_list
     assert "unexplained absences from school" in answer.answer
     (cited,) = [c for c in answer.citations if "Does the student" in c.quote]
     assert "much older boyfriend" in cited.quote and cited.page == 1
+
+
+# --------------------------------------------------------------------------------------
+# a title is not an answer
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def title_line_service(tmp_path_factory):
+    return ingested_library(
+        tmp_path_factory,
+        "title-line",
+        {
+            "shelter-standards.pdf": [
+                "A Guide for Shelter Managers\n"
+                "Children should be housed apart from unrelated adults in every shelter that receives them,\n"
+                "with a guardian appointed within a week of their arrival and a named case worker.\n"
+                "Staff who work with children need training in trauma-informed care before they start,\n"
+                "and a manager should review each child's care plan with the guardian every month.",
+            ]
+        },
+    )
+
+
+def test_a_title_line_is_not_quoted_as_an_answer(title_line_service):
+    """The title line is the closest text to the question, but it says nothing."""
+    answer = title_line_service.ask("What does the guide for shelter managers say?")
+    assert not answer.abstained
+    assert "housed apart from unrelated adults" in answer.answer
+    assert all("A Guide for Shelter Managers" not in c.quote for c in answer.citations)
