@@ -232,3 +232,38 @@ def test_a_title_line_is_not_quoted_as_an_answer(title_line_service):
     assert not answer.abstained
     assert "housed apart from unrelated adults" in answer.answer
     assert all("A Guide for Shelter Managers" not in c.quote for c in answer.citations)
+
+
+# --------------------------------------------------------------------------------------
+# a supporting sentence comes with the sentence that sets it up
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def context_service(tmp_path_factory):
+    return ingested_library(
+        tmp_path_factory,
+        "context",
+        {
+            "legal-aid.pdf": [
+                "Shelters in the north opened in 2019 with funding from the regional government and two churches.\n"
+                "Their staff found that survivors who received legal aid early were twice as likely to testify.\n"
+                "A second programme worked in border towns, where it ran mobile clinics from a bus every week.\n"
+                "Its doctors found that survivors who received legal aid early also recovered faster from trauma.",
+            ]
+        },
+    )
+
+
+def test_a_supporting_sentence_is_quoted_with_the_sentence_before_it(context_service):
+    answer = context_service.ask("What did staff and doctors find about survivors who received legal aid early?")
+    assert not answer.abstained
+    lead, *bullets = [line for line in answer.answer.splitlines() if line.strip()]
+    assert "legal aid early" in lead and bullets
+    # "Their staff found ..." / "Its doctors found ..." lean on the sentence before them
+    setups = {"Their staff": "Shelters in the north opened", "Its doctors": "A second programme worked"}
+    (bullet,) = [b for b in bullets if "legal aid early" in b]
+    (finding,) = [f for f in setups if f in bullet]
+    assert bullet.index(setups[finding]) < bullet.index(finding)
+    (citation,) = answer.citations
+    assert setups[finding] in citation.quote
