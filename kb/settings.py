@@ -126,7 +126,7 @@ class Settings:
     # --- answers ------------------------------------------------------------------
     answer_max_sentences: int = 6
     answer_list_items: int = 6  # list items quoted under a sentence that introduces them
-    answer_context_sentences: int = 1  # a supporting sentence is quoted with this many before it
+    answer_context: bool = True  # a supporting sentence is quoted with the sentence before it
     answer_candidate_passages: int = 8  # passages whose sentences may be quoted
     answer_sentences_embedded: int = 18  # most promising sentences scored with the model
     answer_lesson_promise: float = 0.15  # lesson-like sentences go first to the model when asked what to do
