@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -263,15 +264,14 @@ class ExtractiveAnswerer:
         body = normalise_for_matching(chunk.text)
         found: list[tuple[str, int, list[str]]] = []
         for page in range(chunk.page_start, chunk.page_end + 1):
-            sentences = page_sentences(self.kb.ledger.page_text(chunk.doc_id, page) or "")
-            for position, (sentence, sentence_is_item) in enumerate(sentences):
-                key = normalise_for_matching(sentence)
+            sentences = _sentences_with_keys(self.kb.ledger.page_text(chunk.doc_id, page) or "")
+            for position, (sentence, sentence_is_item, key) in enumerate(sentences):
                 if key in body or key[:60] in body or key[-60:] in body:
                     items = []
                     # A list item is followed by its siblings, which it does not introduce,
                     # unless it ends with a colon (it opens a sub-list).
                     introduces = not sentence_is_item or sentence.rstrip().endswith(":")
-                    for following, is_item in sentences[position + 1 :] if introduces else []:
+                    for following, is_item, _ in sentences[position + 1 :] if introduces else []:
                         if not is_item or len(items) == self.settings.answer_list_items:
                             break
                         items.append(following)
@@ -382,6 +382,13 @@ class ExtractiveAnswerer:
             ),
             backend=self.backend,
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _sentences_with_keys(page_text: str) -> tuple[tuple[str, bool, str], ...]:
+    """A page's sentences (with whether each is a list item) and their matching forms,
+    remembered: neighbouring passages share pages, and answers on one subject too."""
+    return tuple((sentence, is_item, normalise_for_matching(sentence)) for sentence, is_item in page_sentences(page_text))
 
 
 def _usable(sentence: str) -> bool:
