@@ -22,10 +22,11 @@ _PART_BOUNDARY = re.compile(
     re.IGNORECASE,
 )
 MIN_PART_WORDS = 4  # shorter pieces ("is that enough?") say too little to search with
+MAX_PARTS = 4  # a pasted paragraph is not searched sentence by sentence: the first few count
 
 
 def question_parts(question: str) -> list[str]:
     """The parts of a question that asks several things, or ``[]`` when it asks one."""
     pieces = (piece.strip(" ?.!,;:") for piece in _PART_BOUNDARY.split(question))
     parts = [piece for piece in pieces if len(piece.split()) >= MIN_PART_WORDS]
-    return parts if len(parts) >= 2 else []
+    return parts[:MAX_PARTS] if len(parts) >= 2 else []

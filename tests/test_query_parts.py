@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kb.query_parts import question_parts
+from kb.query_parts import MAX_PARTS, question_parts
 
 
 def test_a_question_asking_two_things_has_two_parts():
@@ -28,3 +28,10 @@ def test_a_single_question_has_no_parts():
 def test_pieces_too_short_to_search_with_are_dropped():
     # "is that enough?" says nothing on its own, so one part is left: no split at all
     assert question_parts("What is the highest fine for child labour in Bangladesh, and is that enough?") == []
+
+
+def test_a_pasted_paragraph_is_not_searched_sentence_by_sentence():
+    paragraph = " ".join(f"Survivors in district number {n} asked for more shelter places." for n in range(30))
+    parts = question_parts(paragraph)
+    assert len(parts) == MAX_PARTS
+    assert parts[0] == "Survivors in district number 0 asked for more shelter places"
