@@ -62,10 +62,11 @@ class Searcher:
             part_vectors = list(self.kb.query_embedder.embed(parts)) if parts else []
         vector = query_vector
         mask = snapshot.mask(filters)
-        fused = self._fused(snapshot, query, vector, mask)
+        bm25 = snapshot.keyword.scores(query, mask)
+        fused = self._fused(snapshot, query, vector, mask, bm25=bm25)
         if parts:  # exact dense search over the snapshot's vectors: faster than a second HNSW query here
             by_part = [self._fused(snapshot, p, v, mask, exact=True) for p, v in zip(parts, part_vectors)]
-            self._add_part_evidence(fused, by_part)
+            self._add_part_evidence(snapshot, fused, by_part, vector, bm25)
         self._add_neighbour_evidence(snapshot, fused)
         ordered = sorted(fused.items(), key=lambda item: -item[1]["score"])
         rows = [row for row, _ in ordered]
@@ -88,23 +89,30 @@ class Searcher:
         return passages
 
     def _fused(
-        self, snapshot: Snapshot, query: str, vector: np.ndarray, mask: np.ndarray | None, *, exact: bool = False
+        self, snapshot: Snapshot, query: str, vector: np.ndarray, mask: np.ndarray | None, *,
+        exact: bool = False, bm25: np.ndarray | None = None,
     ) -> dict[int, dict]:
-        """Dense and keyword candidates for one query, fused: row → scores."""
-        bm25 = snapshot.keyword.scores(query, mask)
+        """Dense and keyword candidates for one query, fused: row → scores.  ``bm25``:
+        the query's keyword scores, when already computed."""
+        if bm25 is None:
+            bm25 = snapshot.keyword.scores(query, mask)
         dense = self._dense(snapshot, vector, mask, exact=exact)
         keyword = best_rows(bm25, self.settings.candidates)
         return self._fuse(dense, keyword, snapshot, vector, bm25)
 
-    def _add_part_evidence(self, fused: dict[int, dict], by_part: list[dict[int, dict]]) -> None:
+    def _add_part_evidence(
+        self, snapshot: Snapshot, fused: dict[int, dict], by_part: list[dict[int, dict]],
+        vector: np.ndarray, bm25: np.ndarray,
+    ) -> None:
         """Each passage gains ``part_share`` of its best score for any one part of the
-        question; a passage only a part found joins the candidates with that alone."""
+        question; a passage only a part found joins the candidates with that alone.  Its
+        dense and keyword scores stay those of the whole question (abstention reads them)."""
         share = self.settings.part_share
         for row in set().union(*by_part):
             best = max(part[row]["score"] for part in by_part if row in part)
             if row not in fused:
-                found = next(part[row] for part in by_part if row in part)
-                fused[row] = {**found, "score": 0.0}
+                similarity = float(snapshot.vectors[row] @ np.asarray(vector, dtype=np.float32))
+                fused[row] = {"score": 0.0, "dense": similarity, "keyword": float(bm25[row])}
             fused[row]["score"] += share * best
 
     def _dense(

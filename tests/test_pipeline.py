@@ -714,6 +714,27 @@ def test_each_part_of_a_two_part_question_is_searched(small_chunks, question, se
     assert _rank_of(small_chunks, question, second_part, 0.3) < _rank_of(small_chunks, question, second_part, 0.0)
 
 
+def test_every_passage_keeps_the_whole_questions_scores(small_chunks):
+    # A passage only a part of the question found still reports the whole question's
+    # dense and keyword scores: abstention judges the question, not its parts.
+    question = (
+        "How were captains on distant-water fishing vessels able to withhold the wages of fishers, "
+        "and what did the remediation plan for each child involve?"
+    )
+    # few candidates per retriever, so that some passages come from a part alone
+    searcher = Service(replace(small_chunks.settings, candidates=3)).searcher
+    snapshot = searcher.snapshot()
+    vector, part_vectors = searcher.embed_question(question)
+    assert len(part_vectors) == 2
+    bm25 = snapshot.keyword.scores(question)
+    passages = searcher.search(question, k=12, diversify=False)
+    assert len(passages) > 6  # more than the whole question's own candidates
+    for passage in passages:
+        row = snapshot.row_of[passage.chunk_id]
+        assert passage.dense_score == pytest.approx(float(snapshot.vectors[row] @ vector), abs=1e-5)
+        assert passage.keyword_score == pytest.approx(float(bm25[row]), abs=1e-5)
+
+
 def test_one_page_fills_at_most_max_per_page_slots(small_chunks):
     question = "fishers recruited in coastal villages promised monthly wages, captains withheld wages, twenty hours a day"
     undiversified = small_chunks.searcher.search(question, k=6, diversify=False)
