@@ -572,17 +572,21 @@ def test_remove_takes_the_document_out_and_moves_the_file_aside(service, setting
 # ======================================================================================
 
 
-@pytest.fixture(scope="module")
-def library(tmp_path_factory):
-    base = tmp_path_factory.mktemp("library")
+def ingested_library(tmp_path_factory, name: str, **settings) -> Service:
+    """A service over the three reports, ingested into a fresh knowledge base."""
+    base = tmp_path_factory.mktemp(name)
     folder = base / "documents"
     folder.mkdir()
     write_library(folder)
-    settings = get_settings(data_dir=base / "data", documents_dir=folder, chroma_url="", llm="")
-    service = Service(settings)
+    service = Service(get_settings(data_dir=base / "data", documents_dir=folder, chroma_url="", llm="", **settings))
     report = service.ingest([folder])
     assert report.count("added") == 3
     return service
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    return ingested_library(tmp_path_factory, "library")
 
 
 @pytest.mark.parametrize(
@@ -675,16 +679,7 @@ def test_filters_combine(library):
 
 @pytest.fixture(scope="module")
 def small_chunks(tmp_path_factory):
-    base = tmp_path_factory.mktemp("small-chunks")
-    folder = base / "documents"
-    folder.mkdir()
-    write_library(folder)
-    settings = get_settings(
-        data_dir=base / "data", documents_dir=folder, chroma_url="", llm="", chunk_tokens=30, chunk_overlap_tokens=0
-    )
-    service = Service(settings)
-    service.ingest([folder])
-    return service
+    return ingested_library(tmp_path_factory, "small-chunks", chunk_tokens=30, chunk_overlap_tokens=0)
 
 
 def _rank_of(service: Service, question: str, words: str, part_share: float) -> int:
