@@ -33,7 +33,12 @@ class Searcher:
 
     def embed_question(self, question: str) -> tuple[np.ndarray, list[np.ndarray]]:
         """The question's vector and its parts' (:mod:`kb.query_parts`), in one batch."""
-        parts = question_parts(question) if self.settings.part_share > 0 else []
+        return self._embed_with_parts(question, self._parts(question))
+
+    def _parts(self, question: str) -> list[str]:
+        return question_parts(question) if self.settings.part_share > 0 else []
+
+    def _embed_with_parts(self, question: str, parts: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
         vectors = list(self.kb.query_embedder.embed([question, *parts]))
         return vectors[0], vectors[1:]
 
@@ -55,12 +60,13 @@ class Searcher:
         snapshot = self.snapshot()
         if not len(snapshot) or not query.strip():
             return []
-        parts = question_parts(query) if settings.part_share > 0 else []
+        parts = self._parts(query)
         if query_vector is None:
-            query_vector, part_vectors = self.embed_question(query)
-        elif part_vectors is None or len(part_vectors) != len(parts):
-            part_vectors = list(self.kb.query_embedder.embed(parts)) if parts else []
-        vector = query_vector
+            vector, part_vectors = self._embed_with_parts(query, parts)
+        else:
+            vector = query_vector
+            if part_vectors is None or len(part_vectors) != len(parts):
+                part_vectors = list(self.kb.query_embedder.embed(parts)) if parts else []
         mask = snapshot.mask(filters)
         bm25 = snapshot.keyword.scores(query, mask)
         fused = self._fused(snapshot, query, vector, mask, bm25=bm25)
