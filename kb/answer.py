@@ -405,7 +405,7 @@ def _usable(sentence: str) -> bool:
         return False  # starts mid-sentence: the rest is on the previous page
     if "http" in sentence or sentence.lower().startswith(("retrieved", "available at")):
         return False
-    if sum(ch.isupper() for ch in sentence) > 0.5 * letters:
+    if _in_capitals(sentence):
         return False  # a heading in capitals
     if _looks_like_title(sentence):
         return False  # a title or heading in title case ("A Guide for Youth Caretakers")
@@ -438,8 +438,13 @@ def _opens_list(sentence: str, items: list[str]) -> bool:
         and 2 <= len(words) <= 12
         and bool(_LIST_OPENING_END.search(sentence.rstrip()))
         and sentence[0].isupper()
-        and sum(ch.isupper() for ch in sentence) <= 0.5 * sum(ch.isalpha() for ch in sentence)
+        and not _in_capitals(sentence)
     )
+
+
+def _in_capitals(text: str) -> bool:
+    """More than half the letters are capitals: a heading, not a sentence."""
+    return sum(ch.isupper() for ch in text) > 0.5 * sum(ch.isalpha() for ch in text)
 
 
 def _usable_item(item: str) -> bool:
