@@ -107,6 +107,18 @@ def _ask(page, question: str) -> None:
     box.press("Enter")
 
 
+def _wait_until_idle(page) -> None:
+    """Wait for the app's script run to finish.
+
+    A button clicked while a run is still drawing the page can be dropped by Streamlit
+    (on a slow machine the answer is on screen before its run ends), so every click on a
+    button waits for this first.
+    """
+    from playwright.sync_api import expect
+
+    expect(page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')).to_have_count(1, timeout=ANSWER_MS)
+
+
 def test_ask_cite_open_source_add_to_brief_and_export(app_url, tmp_path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -125,6 +137,7 @@ def test_ask_cite_open_source_add_to_brief_and_export(app_url, tmp_path) -> None
             answer = page.get_by_test_id("stChatMessage").last
             expect(answer).to_contain_text("Frontline officers should be trained")
             expect(answer).to_contain_text("[1]")
+            _wait_until_idle(page)
 
             # open a source: the passage and a link to the PDF at the cited page
             source.locator("summary").click()
@@ -136,13 +149,19 @@ def test_ask_cite_open_source_add_to_brief_and_export(app_url, tmp_path) -> None
             assert pdf.ok and pdf.headers["content-type"] == "application/pdf" and pdf.body().startswith(b"%PDF-")
 
             # add the passage to a brief
+            _wait_until_idle(page)
             source.get_by_role("button", name="Add passage to brief").click()
             expect(page.get_by_text("added to the brief")).to_be_visible(timeout=30_000)
+            # the brief now exists: the sidebar offers it instead of saying one will be started
+            picker = page.get_by_test_id("stSidebar").get_by_role("combobox", name="Add to brief")
+            expect(picker).to_be_visible(timeout=30_000)
+            _wait_until_idle(page)
 
             # hostile text in a PDF stays text: no link, no script
             _ask(page, "How should child victims be protected?")
             child = page.get_by_test_id("stExpander").filter(has_text="Protecting Child Victims").first
             expect(child).to_be_visible(timeout=ANSWER_MS)
+            _wait_until_idle(page)
             child.locator("summary").click()
             expect(child.get_by_test_id("stMarkdownContainer").first).to_be_visible()
             shown = child.inner_text().replace("\u2060", "")
@@ -158,6 +177,7 @@ def test_ask_cite_open_source_add_to_brief_and_export(app_url, tmp_path) -> None
             page.get_by_test_id("stSidebarNav").get_by_role("link", name="Brief").click()
             expect(page.get_by_role("heading", name="Brief", exact=True)).to_be_visible(timeout=30_000)
             expect(page.get_by_text("Frontline officers should be trained").first).to_be_visible()
+            _wait_until_idle(page)
             with page.expect_download(timeout=30_000) as download_info:
                 page.get_by_role("button", name="Download Markdown").click()
             saved = tmp_path / "brief.md"
