@@ -74,6 +74,7 @@ class Searcher:
             by_part = [self._fused(snapshot, p, v, mask, exact=True) for p, v in zip(parts, part_vectors)]
             self._add_part_evidence(snapshot, fused, by_part, vector, bm25)
         self._add_neighbour_evidence(snapshot, fused)
+        self._prefer_named_organisations(snapshot, query, fused)
         ordered = sorted(fused.items(), key=lambda item: -item[1]["score"])
         rows = [row for row, _ in ordered]
         chosen = self._diversify(snapshot, rows, k) if diversify else rows[:k]
@@ -120,6 +121,19 @@ class Searcher:
                 similarity = float(snapshot.vectors[row] @ np.asarray(vector, dtype=np.float32))
                 fused[row] = {"score": 0.0, "dense": similarity, "keyword": float(bm25[row])}
             fused[row]["score"] += share * best
+
+    def _prefer_named_organisations(self, snapshot: Snapshot, query: str, fused: dict[int, dict]) -> None:
+        """A question that names an organisation (:mod:`kb.mentions`) prefers its
+        documents: their passages gain ``organisation_boost`` of the best passage's score."""
+        boost = self.settings.organisation_boost
+        named = snapshot.organisation_names.mentioned(query) if boost > 0 else set()
+        if not named:
+            return
+        preferred = np.array([snapshot.documents[d].organisation in named for d in snapshot.doc_ids], dtype=bool)
+        lift = boost * max(info["score"] for info in fused.values())
+        for row, info in fused.items():
+            if preferred[snapshot.doc_of_row[row]]:
+                info["score"] += lift
 
     def _dense(
         self, snapshot: Snapshot, vector: np.ndarray, mask: np.ndarray | None, *, exact: bool = False

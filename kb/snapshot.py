@@ -12,6 +12,7 @@ import numpy as np
 
 from kb.keyword import KeywordIndex
 from kb.knowledge_base import KnowledgeBase, chunk_from_row
+from kb.mentions import OrganisationNames
 from kb.records import Chunk, DocumentMeta
 
 
@@ -67,6 +68,7 @@ class Snapshot:
         self.prior = np.array(
             [max(0.5, 1.0 - penalty * reference_density(c.text)) for c in self.chunks], dtype=np.float32
         )
+        self.organisation_names = OrganisationNames(d.organisation for d in self.documents.values())
         self.year_of_row = np.array([self.documents[c.doc_id].year or 0 for c in self.chunks], dtype=np.int32)
         cached = ledger.cached_vectors([r["embedding_key"] for r in rows])
         dim = kb.settings.embed_dim
