@@ -7,7 +7,8 @@ Two catalogue formats are read, both keyed by the PDF's file name:
   row; every column but ``file`` may be empty.
 * ``MANIFEST.tsv`` (as shipped with the shared corpora): tab-separated with a header row
   holding at least ``file``, and optionally ``title``, ``organisation``, ``year``, ``url``
-  (or ``source_url``) and ``un_symbol`` (used as the title when there is no title).
+  (or ``source_url``) and ``un_symbol`` (used as the title when there is no title; a row
+  with a UN document symbol and no organisation is a UN document).
 
 Where both exist, ``catalogue.csv`` wins field by field.
 """
@@ -28,6 +29,18 @@ _KNOWN_ORGANISATIONS = {
     "unhcr": "UNHCR", "osce": "OSCE", "saarc": "SAARC", "usdol": "US DOL", "usdhs": "US DHS",
     "un": "UN", "uk": "UK Government", "eu": "European Union", "oecd": "OECD", "undp": "UNDP",
 }
+# A UN document symbol as a file name ("A_80_48.en.pdf", "E_ICEF_2025_12.pdf", "DP-FPA_2025_1.pdf").
+_UN_SYMBOL_FILE = re.compile(r"^(?:A|S|E|ST|DP|DP-FPA|CEB|CCPR|CRC|CEDAW|CAT|CERD|CMW|HRC)[_-](?:[A-Z]+[_-])*\d")
+# The PDF's Author field names an organisation only when it says so ("Pacific Islands
+# Forum", "OSCE"); most often it holds the person or program that made the file.
+_ORGANISATION_WORD = re.compile(
+    r"\b(?:office|organi[sz]ation|nations|council|committee|department|ministry|agency|fund|"
+    r"programme|program|bureau|commission|institute|group|campaign|government|secretariat|"
+    r"university|foundation|association|cent(?:re|er)|union|network|forum|alliance|coalition|"
+    r"services?|society|board|authority|parliament|assembly|initiative|division|bank)\b",
+    re.IGNORECASE,
+)
+_SOFTWARE_AUTHOR_WORDS = {"user", "admin", "administrator", "owner", "author", "unknown", "microsoft", "hp", "adobe"}
 
 
 @dataclass
@@ -61,7 +74,7 @@ def _entry_from_row(row: dict[str, str]) -> CatalogueEntry | None:
     return CatalogueEntry(
         file=name,
         title=row.get("title") or row.get("un_symbol", ""),
-        organisation=row.get("organisation") or row.get("organization", ""),
+        organisation=row.get("organisation") or row.get("organization", "") or ("UN" if row.get("un_symbol") else ""),
         year=_parse_year(row.get("year")),
         url=row.get("url") or row.get("source_url", ""),
         language=row.get("language", ""),
@@ -118,8 +131,29 @@ def title_from_file_name(name: str) -> str:
 
 
 def organisation_from_file_name(name: str) -> str:
+    if _UN_SYMBOL_FILE.match(Path(name).stem):
+        return "UN"
     first = re.split(r"[_\-. ]+", Path(name).stem.lower())[0]
     return _KNOWN_ORGANISATIONS.get(first, "")
+
+
+def organisation_from_author(author: str) -> tuple[str, str]:
+    """What the PDF's Author field says of the organisation: ``(named, acronym)``.
+
+    ``named`` is the field when it names an organisation ("Pacific Islands Forum");
+    ``acronym`` when it is a bare acronym ("OSCE"), weaker evidence than a known file
+    name.  A person ("David Haken"), a login ("jsmith", "Erica.Deel") or a program
+    ("DGAACS User") gives neither.
+    """
+    author = " ".join(author.split())
+    words = author.split()
+    if len(author) < 2 or any(w.lower().strip(".") in _SOFTWARE_AUTHOR_WORDS for w in words):
+        return "", ""
+    if _ORGANISATION_WORD.search(author):
+        return author, ""
+    if len(words) == 1 and author.isalpha() and author.isupper() and len(author) <= 8:
+        return "", author
+    return "", ""
 
 
 def describe(name: str, entry: CatalogueEntry | None, pdf_info: dict[str, str]) -> dict:
@@ -128,9 +162,10 @@ def describe(name: str, entry: CatalogueEntry | None, pdf_info: dict[str, str]) 
     pdf_title = pdf_info.get("title", "")
     if pdf_title.lower().endswith((".doc", ".docx", ".pdf", ".indd")) or len(pdf_title) < 4:
         pdf_title = ""  # file names left in the PDF's title field are no title
+    named, acronym = organisation_from_author(pdf_info.get("author", ""))
     return {
         "title": entry.title or pdf_title or title_from_file_name(name),
-        "organisation": entry.organisation or pdf_info.get("author", "") or organisation_from_file_name(name),
+        "organisation": entry.organisation or named or organisation_from_file_name(name) or acronym,
         "year": entry.year or _parse_year(pdf_info.get("year")) or _parse_year(name),
         "url": entry.url,
         "language": entry.language or "en",

@@ -142,6 +142,7 @@ def test_manifest_symbol_and_source_url_columns(tmp_path):
     entry = load_catalogue(tmp_path)["s-2025-85.pdf"]
     assert entry.title == "S/2025/85"
     assert entry.url == "https://docs.un.org/S/2025/85"
+    assert entry.organisation == "UN"  # a UN document symbol: a UN document
 
 
 @pytest.mark.skipif(not (CORPUS / "MANIFEST.tsv").is_file(), reason="the shared corpus is absent")
@@ -246,6 +247,20 @@ def test_file_name_when_the_pdf_has_no_metadata(tmp_path):
     assert described["language"] == "en"
 
 
+@pytest.mark.parametrize("author", ["David Haken", "Theresa Nguyen DUBITSKY", "jsmith", "Erica.Deel", "DGAACS User", "Unknown"])
+def test_a_person_login_or_program_in_the_author_field_is_no_organisation(tmp_path, author):
+    # UN documents often carry the name of whoever made the PDF; the file name says more
+    info = _pdf_info(tmp_path, "A_80_48.en.pdf", title="Report of the Committee", author=author)
+    assert describe("A_80_48.en.pdf", None, info)["organisation"] == "UN"
+    assert describe("annual-report.pdf", None, info)["organisation"] == ""
+
+
+def test_a_known_file_name_beats_a_bare_acronym_in_the_author_field(tmp_path):
+    info = _pdf_info(tmp_path, "x.pdf", title="Title From The PDF", author="ODS")
+    assert describe("unodc-report-2020.pdf", None, info)["organisation"] == "UNODC"
+    assert describe("report.pdf", None, info)["organisation"] == "ODS"
+
+
 def test_a_file_name_left_in_the_pdf_title_is_not_a_title(tmp_path):
     info = _pdf_info(tmp_path, "iom_return_study.pdf", title="Final_report_v2.docx")
     assert describe("iom_return_study.pdf", None, info)["title"] == "Iom Return Study"
@@ -257,6 +272,10 @@ def test_a_file_name_left_in_the_pdf_title_is_not_a_title(tmp_path):
         ("usdol-ilab-findings-2021-ghana.pdf", "Usdol Ilab Findings 2021 Ghana", "US DOL"),
         ("ILO_Forced_Labour_Report.pdf", "ILO Forced Labour Report", "ILO"),
         ("some report.pdf", "Some Report", ""),
+        ("A_39_361.en.pdf", "A 39 361 En", "UN"),
+        ("E_ICEF_2025_12.pdf", "E ICEF 2025 12", "UN"),
+        ("DP-FPA_2025_1.pdf", "DP FPA 2025 1", "UN"),
+        ("E_learning_2020.pdf", "E Learning 2020", ""),
     ],
 )
 def test_title_and_organisation_from_file_names(name, title, organisation):
