@@ -126,7 +126,7 @@ class Searcher:
         """A question that names an organisation (:mod:`kb.mentions`) prefers its
         documents: their passages gain ``organisation_boost`` of the best passage's score."""
         boost = self.settings.organisation_boost
-        named = snapshot.organisation_names.mentioned(query) if boost > 0 else set()
+        named = snapshot.organisation_names.mentioned(query) if boost > 0 and fused else set()
         if not named:
             return
         preferred = np.array([snapshot.documents[d].organisation in named for d in snapshot.doc_ids], dtype=bool)

@@ -120,3 +120,11 @@ def _search_without_preference(service, question: str):
     from kb.service import Service
 
     return Service(replace(service.settings, organisation_boost=0.0)).search(question, k=3)
+
+
+def test_a_named_organisation_with_nothing_left_by_the_filters_finds_nothing(twin_library):
+    from kb.snapshot import Filters
+
+    question = "What should shelters for trafficking victims offer, according to UNODC?"
+    assert twin_library.search(question, filters=Filters(year_from=2030)) == []
+    assert {p.document.organisation for p in twin_library.search(question, filters=Filters(organisations=["ILO"]))} == {"ILO"}
