@@ -391,7 +391,7 @@ def test_the_next_document_is_embedded_while_the_one_before_is_stored(service, s
 
     def store_document(self, embedded, *args):
         if embedded.meta.file == embedded_files[0]:
-            overlapped.append(second_embedded.wait(timeout=10))
+            overlapped.append(second_embedded.wait(timeout=120))  # generous: a slow machine still overlaps
         return real_store(self, embedded, *args)
 
     monkeypatch.setattr(KnowledgeBase, "embed_document", embed_document)
@@ -473,13 +473,13 @@ def test_read_ahead_keeps_order_passes_failures_and_reads_ahead():
     candidate, extracted, failure = next(extractions)
     (driver,) = set(threading.enumerate()) - before
     assert (candidate.doc_id, extracted, failure) == ("a", ["A"], "")
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while len(worker.submitted) < 4 and time.monotonic() < deadline:
         time.sleep(0.01)  # the thread reads on while the caller "embeds" file a
     assert worker.submitted == ["a", "b", "c", "d"]
     rest = [(c.doc_id, e, f) for c, e, f in extractions]  # runs the generator to its end
     assert rest == [("b", None, "file b is encrypted"), ("c", ["C"], ""), ("d", ["D"], "")]
-    driver.join(timeout=5)
+    driver.join(timeout=30)
     assert not driver.is_alive()
 
 
@@ -496,7 +496,7 @@ def test_read_ahead_stops_when_the_caller_stops():
     next(extractions)
     (driver,) = set(threading.enumerate()) - before
     extractions.close()  # the caller failed (an exception, Ctrl-C): the generator is closed
-    driver.join(timeout=5)
+    driver.join(timeout=30)
     assert not driver.is_alive()
     assert len(worker.submitted) < len(names)  # it stopped reading, it did not run to the end
 
