@@ -120,6 +120,14 @@ def _wait_until_idle(page) -> None:
 
 
 def test_ask_cite_open_source_add_to_brief_and_export(app_url, tmp_path) -> None:
+    try:
+        _ask_cite_open_source_add_to_brief_and_export(app_url, tmp_path)
+    except Exception as error:  # say what the app printed: a failure on a CI machine is otherwise mute
+        log = (tmp_path / "streamlit.log").read_text(encoding="utf-8", errors="replace")[-4000:]
+        raise AssertionError(f"{error}\n--- the app's log, last 4,000 characters ---\n{log}") from error
+
+
+def _ask_cite_open_source_add_to_brief_and_export(app_url, tmp_path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
