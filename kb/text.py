@@ -45,7 +45,7 @@ _END = re.compile(r"(?<=[.!?])[\"'”’)]*\s+(?=[\"'“‘(]?[A-Z0-9])")
 # table cell or sentence in many reports even without a full stop.
 _MARKER_BREAK = re.compile(r"(\(\d+(?:[,–-]\s?\d+)*\))\s+(?=[A-Z][a-z])")
 _ABBREVIATION_BEFORE = re.compile(
-    r"(?:\b(?:e\.g|i\.e|etc|cf|al|approx|art|arts|no|nos|para|paras|p|pp|vol|fig|Mr|Mrs|Ms|Dr|St|Inc|Ltd|Co|vs|U\.S|U\.K|U\.N)\.|\b[A-Z]\.)$"
+    r"(?:\b(?:e\.g|i\.e|etc|cf|al|approx|[Aa]rts?|[Nn]os?|[Pp]aras?|p|pp|[Vv]ol|[Ff]igs?|Mr|Mrs|Ms|Dr|St|Inc|Ltd|Co|vs|U\.S|U\.K|U\.N)\.|\b[A-Z]\.)$"
 )
 
 
@@ -74,6 +74,16 @@ _BULLET_START = re.compile(r"^\s*(?:[»•▪●◦■□➢➤✓\-–\uf0a7\uf
 _CONTINUES = (",", "(", "-", "–", "—", "/", "&", " and", " or", " of", " the", " to", " in", " for")
 
 
+# A numbered paragraph ("43. On 18 December 2024 ...", as UN reports number every
+# paragraph) is prose, not a list item: it runs longer than this many words.
+_PARAGRAPH_NUMBER = re.compile(r"^\s*\d{1,3}\.\s+")
+NUMBERED_PARAGRAPH_WORDS = 45
+
+
+def _numbered_paragraph(first_line: str, text: str) -> bool:
+    return bool(_PARAGRAPH_NUMBER.match(first_line)) and len(text.split()) > NUMBERED_PARAGRAPH_WORDS
+
+
 def page_blocks(page_text: str) -> list[tuple[str, bool]]:
     """Join a page's lines into blocks (paragraphs, headings, list items, captions), each
     with whether it is a list item.
@@ -94,8 +104,9 @@ def page_blocks(page_text: str) -> list[tuple[str, bool]]:
     def close() -> None:
         if current:
             text = collapse_whitespace(" ".join(current))
-            is_item = bool(_BULLET_START.match(current[0]))
-            blocks.append((_BULLET_START.sub("", text, count=1) if is_item else text, is_item))
+            marked = bool(_BULLET_START.match(current[0]))
+            is_item = marked and not _numbered_paragraph(current[0], text)
+            blocks.append((_BULLET_START.sub("", text, count=1) if marked else text, is_item))
             current.clear()
 
     for line in lines:
