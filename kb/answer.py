@@ -179,10 +179,10 @@ class ExtractiveAnswerer:
         candidates: list[_Candidate] = []
         seen: set[str] = set()
         for rank, passage in enumerate(passages):
-            previous = (None, "")  # (page, sentence) before this one in the passage
-            for sentence, page, items in self._passage_sentences(passage):
-                before = previous[1] if previous[0] == page else ""
-                previous = (page, sentence)
+            previous = (None, "")  # ((page, block), sentence) before this one in the passage
+            for sentence, page, items, block in self._passage_sentences(passage):
+                before = previous[1] if previous[0] == (page, block) else ""  # same paragraph only
+                previous = ((page, block), sentence)
                 if sentence in seen or not (_usable(sentence) or _opens_list(sentence, items)):
                     continue
                 seen.add(sentence)
@@ -253,7 +253,7 @@ class ExtractiveAnswerer:
             vectors[rows] = self.kb.query_embedder.embed([texts[i] for i in rows])
         return vectors
 
-    def _passage_sentences(self, passage: Passage) -> list[tuple[str, int, list[str]]]:
+    def _passage_sentences(self, passage: Passage) -> list[tuple[str, int, list[str], int]]:
         """Whole sentences of the passage's pages that lie (at least partly) inside the
         passage, each with its page and the list items that follow it on the page.
 
@@ -262,20 +262,20 @@ class ExtractiveAnswerer:
         """
         chunk = passage.chunk
         body = normalise_for_matching(chunk.text)
-        found: list[tuple[str, int, list[str]]] = []
+        found: list[tuple[str, int, list[str], int]] = []
         for page in range(chunk.page_start, chunk.page_end + 1):
             sentences = _sentences_with_keys(self.kb.ledger.page_text(chunk.doc_id, page) or "")
-            for position, (sentence, sentence_is_item, key) in enumerate(sentences):
+            for position, (sentence, sentence_is_item, key, block) in enumerate(sentences):
                 if key in body or key[:60] in body or key[-60:] in body:
                     items = []
                     # A list item is followed by its siblings, which it does not introduce,
                     # unless it ends with a colon (it opens a sub-list).
                     introduces = not sentence_is_item or sentence.rstrip().endswith(":")
-                    for following, is_item, _ in sentences[position + 1 :] if introduces else []:
+                    for following, is_item, _, _ in sentences[position + 1 :] if introduces else []:
                         if not is_item or len(items) == self.settings.answer_list_items:
                             break
                         items.append(following)
-                    found.append((sentence, page, items))
+                    found.append((sentence, page, items, block))
         return found
 
     def _choose(self, candidates: list[_Candidate]) -> list[_Candidate]:
@@ -385,10 +385,14 @@ class ExtractiveAnswerer:
 
 
 @functools.lru_cache(maxsize=256)
-def _sentences_with_keys(page_text: str) -> tuple[tuple[str, bool, str], ...]:
-    """A page's sentences (with whether each is a list item) and their matching forms,
-    remembered: neighbouring passages share pages, and answers on one subject too."""
-    return tuple((sentence, is_item, normalise_for_matching(sentence)) for sentence, is_item in page_sentences(page_text))
+def _sentences_with_keys(page_text: str) -> tuple[tuple[str, bool, str, int], ...]:
+    """A page's sentences (with whether each is a list item), their matching forms and
+    their block numbers, remembered: neighbouring passages share pages, and answers on one
+    subject too."""
+    return tuple(
+        (sentence, is_item, normalise_for_matching(sentence), block)
+        for sentence, is_item, block in page_sentences(page_text)
+    )
 
 
 def _usable(sentence: str) -> bool:

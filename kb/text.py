@@ -122,11 +122,11 @@ def page_blocks(page_text: str) -> list[tuple[str, bool]]:
     return [(text, is_item) for text, is_item in blocks if text.strip()]
 
 
-def page_sentences(page_text: str) -> list[tuple[str, bool]]:
+def page_sentences(page_text: str) -> list[tuple[str, bool, int]]:
     """The sentences of a page in reading order, words as they stand, each with whether
-    it belongs to a list item."""
+    it belongs to a list item and the number of its block (paragraph, item, heading)."""
     return [
-        (sentence, is_item)
-        for block, is_item in page_blocks(page_text)
+        (sentence, is_item, number)
+        for number, (block, is_item) in enumerate(page_blocks(page_text))
         for sentence in split_sentences(block)
     ]

@@ -267,3 +267,34 @@ def test_a_supporting_sentence_is_quoted_with_the_sentence_before_it(context_ser
     assert bullet.index(setups[finding]) < bullet.index(finding)
     (citation,) = answer.citations
     assert setups[finding] in citation.quote
+
+
+@pytest.fixture(scope="module")
+def paragraphs_service(tmp_path_factory):
+    return ingested_library(
+        tmp_path_factory,
+        "paragraphs",
+        {
+            "legal-aid-paragraphs.pdf": [
+                "Shelters in the north opened in 2019 with funding from the regional government and two\n"
+                "churches. They offered beds, meals and counselling to every survivor the police referred to\n"
+                "them.\n"
+                "Survivors who received legal aid early were twice as likely to testify against their traffickers\n"
+                "in court.\n"
+                "Doctors found that survivors who received legal aid early also recovered faster from their\n"
+                "trauma.",
+            ]
+        },
+    )
+
+
+def test_the_sentence_before_comes_from_the_same_paragraph_only(paragraphs_service):
+    # Each finding is a paragraph of its own: the end of the paragraph before is about
+    # something else and is not quoted with it.
+    answer = paragraphs_service.ask("What was found about survivors who received legal aid early?")
+    assert not answer.abstained
+    lines = [line for line in answer.answer.splitlines() if "legal aid early" in line]
+    assert len(lines) == 2
+    for line in lines:
+        assert "They offered beds" not in line
+        assert not ("twice as likely" in line and "recovered faster" in line)

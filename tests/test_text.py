@@ -23,12 +23,15 @@ The Committee recommends that States parties:
 
 def test_numbered_paragraphs_are_prose_not_list_items():
     sentences = page_sentences(UN_STYLE_PAGE)
-    items = [s for s, is_item in sentences if is_item]
+    items = [s for s, is_item, _ in sentences if is_item]
     assert items == ["Ratify the Convention.", "Regularize migrants in an irregular situation."]
-    texts = [s for s, _ in sentences]
+    texts = [s for s, _, _ in sentences]
     # the paragraph number is a marker, not part of the sentence
     assert "The Committee met the Special Rapporteur" in texts[0] and not texts[0].startswith("41")
     assert any(s.startswith("On International Migrants Day") for s in texts)
+    # sentences carry the number of their paragraph: the first two share one, the next does not
+    blocks = [block for _, _, block in sentences]
+    assert blocks[0] == blocks[1] != blocks[2]
 
 
 def test_number_abbreviations_do_not_end_a_sentence():
