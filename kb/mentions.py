@@ -50,14 +50,19 @@ class OrganisationNames:
                 content = frozenset(w for w in _words(name) if w not in _NAME_STOPWORDS)
                 if len(content) >= 2 and name.casefold() not in generic:
                     self.phrases.append((content, label))
+        self.long_forms = [  # only those standing for an acronym on this library's labels
+            (re.compile(rf"\b{re.escape(' '.join(_words(long_form)))}\b"), acronym)
+            for long_form, acronym in ORGANISATION_ALIASES.items()
+            if acronym in self.acronyms
+        ]
 
     def mentioned(self, question: str) -> set[str]:
         """The labels whose organisation ``question`` names."""
         found: set[str] = set()
         acronyms = set(_ACRONYM.findall(question))
         folded = " ".join(_words(question))
-        for long_form, acronym in ORGANISATION_ALIASES.items():
-            if re.search(rf"\b{re.escape(' '.join(_words(long_form)))}\b", folded):
+        for long_form, acronym in self.long_forms:
+            if long_form.search(folded):
                 acronyms.add(acronym)
         for acronym in acronyms:
             found |= self.acronyms.get(acronym, set())
