@@ -86,12 +86,17 @@ def twin_library(tmp_path_factory):
     return service
 
 
-def _first_organisation(service, question: str, boost: float | None = None) -> str:
+def _search(service, question: str, boost: float | None = None):
+    """All three passages, with the default preference or with ``boost``."""
     from kb.service import Service
 
     if boost is not None:
         service = Service(replace(service.settings, organisation_boost=boost))
-    return service.search(question, k=3)[0].document.organisation
+    return service.search(question, k=3)
+
+
+def _first_organisation(service, question: str, boost: float | None = None) -> str:
+    return _search(service, question, boost)[0].document.organisation
 
 
 def test_a_question_naming_an_organisation_gets_its_document_first(twin_library):
@@ -108,18 +113,12 @@ def test_a_question_naming_an_organisation_gets_its_document_first(twin_library)
 
 def test_the_preference_leaves_the_scores_that_abstention_reads(twin_library):
     question = "What should shelters for trafficking victims offer, according to UNICEF?"
-    with_preference = {p.chunk.chunk_id: p for p in twin_library.search(question, k=3)}
-    without = {p.chunk.chunk_id: p for p in _search_without_preference(twin_library, question)}
+    with_preference = {p.chunk.chunk_id: p for p in _search(twin_library, question)}
+    without = {p.chunk.chunk_id: p for p in _search(twin_library, question, 0.0)}
     assert with_preference.keys() == without.keys()
     for chunk_id, passage in with_preference.items():
         assert passage.dense_score == pytest.approx(without[chunk_id].dense_score)
         assert passage.keyword_score == pytest.approx(without[chunk_id].keyword_score)
-
-
-def _search_without_preference(service, question: str):
-    from kb.service import Service
-
-    return Service(replace(service.settings, organisation_boost=0.0)).search(question, k=3)
 
 
 def test_a_named_organisation_with_nothing_left_by_the_filters_finds_nothing(twin_library):
