@@ -409,6 +409,8 @@ def _usable(sentence: str) -> bool:
         return False  # starts mid-sentence: the rest is on the previous page
     if "http" in sentence or sentence.lower().startswith(("retrieved", "available at")):
         return False
+    if _FOOTNOTE.match(sentence):
+        return False  # a footnote citing a source: "41 IOM, ILO and Walk Free, “No Escape ...”"
     if _in_capitals(sentence):
         return False  # a heading in capitals
     if _looks_like_title(sentence):
@@ -416,6 +418,8 @@ def _usable(sentence: str) -> bool:
     return not _NUMBERED_LIST_START.match(sentence) or len(words) > 8
 
 
+# A footnote: its number, then a source with a quoted title.
+_FOOTNOTE = re.compile(r"^\d{1,3}\s+[A-Z][^“\"]{0,120}[“\"]")
 _SMALL_WORDS = frozenset("a an and as at by for from in into of on or the to with".split())
 _FINISHED = re.compile(r"[.!?:;…\"”’')\]]$")
 

@@ -96,11 +96,52 @@ SAME_COUNTRY = (
 )
 
 
-# Every name a question may use for a place: the lists above and the other names of each
-# (Britain, Swaziland, Lao PDR ...), except "U.S.", which mostly names an agency's country
-# ("the U.S. Department of Labor") rather than the place a question is about.
+# What a country's people and things are called ("the Australian Federal Police", "Thai
+# fishing vessels"): a question that says so is about that country.  Left out where the
+# word is as often a language or a name in these reports (French, Spanish, Portuguese,
+# Arabic), names more than one country (Guinean, Congolese, Dominican) or something else
+# (Indian Ocean, American continent, Georgian era).
+DEMONYMS = {
+    "Afghan": "Afghanistan", "Albanian": "Albania", "Algerian": "Algeria", "Angolan": "Angola",
+    "Argentine": "Argentina", "Argentinian": "Argentina", "Armenian": "Armenia", "Australian": "Australia",
+    "Austrian": "Austria", "Bangladeshi": "Bangladesh", "Belarusian": "Belarus", "Belgian": "Belgium",
+    "Beninese": "Benin", "Bolivian": "Bolivia", "Bosnian": "Bosnia and Herzegovina", "Brazilian": "Brazil",
+    "British": "United Kingdom", "Bulgarian": "Bulgaria", "Burkinabe": "Burkina Faso", "Burundian": "Burundi",
+    "Cambodian": "Cambodia", "Cameroonian": "Cameroon", "Canadian": "Canada", "Chadian": "Chad",
+    "Chilean": "Chile", "Chinese": "China", "Colombian": "Colombia", "Costa Rican": "Costa Rica",
+    "Croatian": "Croatia", "Cuban": "Cuba", "Cypriot": "Cyprus", "Djiboutian": "Djibouti",
+    "Ecuadorian": "Ecuador", "Egyptian": "Egypt", "Emirati": "United Arab Emirates", "Eritrean": "Eritrea",
+    "Estonian": "Estonia", "Ethiopian": "Ethiopia", "Fijian": "Fiji", "Filipino": "Philippines",
+    "Gabonese": "Gabon", "Gambian": "Gambia", "Ghanaian": "Ghana", "Guatemalan": "Guatemala",
+    "Guyanese": "Guyana", "Haitian": "Haiti", "Honduran": "Honduras", "Indonesian": "Indonesia",
+    "Iranian": "Iran", "Iraqi": "Iraq", "Israeli": "Israel", "Ivorian": "Côte d'Ivoire",
+    "Jamaican": "Jamaica", "Jordanian": "Jordan", "Kazakh": "Kazakhstan", "Kenyan": "Kenya",
+    "Kuwaiti": "Kuwait", "Kyrgyz": "Kyrgyzstan", "Laotian": "Laos", "Latvian": "Latvia",
+    "Lebanese": "Lebanon", "Liberian": "Liberia", "Libyan": "Libya", "Lithuanian": "Lithuania",
+    "Malawian": "Malawi", "Malaysian": "Malaysia", "Maldivian": "Maldives", "Malian": "Mali",
+    "Mauritanian": "Mauritania", "Mauritian": "Mauritius", "Mexican": "Mexico", "Moldovan": "Moldova",
+    "Mongolian": "Mongolia", "Moroccan": "Morocco", "Mozambican": "Mozambique", "Namibian": "Namibia",
+    "Nepalese": "Nepal", "Nicaraguan": "Nicaragua", "Nigerian": "Nigeria", "Nigerien": "Niger",
+    "North Korean": "North Korea", "Omani": "Oman", "Pakistani": "Pakistan", "Palestinian": "Palestine",
+    "Panamanian": "Panama", "Paraguayan": "Paraguay", "Peruvian": "Peru", "Qatari": "Qatar",
+    "Romanian": "Romania", "Rwandan": "Rwanda", "Salvadoran": "El Salvador", "Saudi": "Saudi Arabia",
+    "Senegalese": "Senegal", "Serbian": "Serbia", "Sierra Leonean": "Sierra Leone",
+    "Singaporean": "Singapore", "Slovak": "Slovakia", "Slovenian": "Slovenia", "South African": "South Africa",
+    "South Korean": "South Korea", "South Sudanese": "South Sudan", "Sri Lankan": "Sri Lanka",
+    "Surinamese": "Suriname", "Syrian": "Syria", "Taiwanese": "Taiwan", "Tajik": "Tajikistan",
+    "Tanzanian": "Tanzania", "Thai": "Thailand", "Togolese": "Togo", "Tunisian": "Tunisia",
+    "Turkmen": "Turkmenistan", "Ugandan": "Uganda", "Ukrainian": "Ukraine", "Uruguayan": "Uruguay",
+    "Uzbek": "Uzbekistan", "Venezuelan": "Venezuela", "Vietnamese": "Viet Nam", "Yemeni": "Yemen",
+    "Zambian": "Zambia", "Zimbabwean": "Zimbabwe",
+}
+
+# Every name a question may use for a place: the lists above, the other names of each
+# (Britain, Swaziland, Lao PDR ...) and its people's, except "U.S.", which mostly names an
+# agency's country ("the U.S. Department of Labor") rather than the place a question is about.
 _QUESTION_NAMES = tuple(
-    dict.fromkeys([*PLACES, *(name for names in SAME_COUNTRY for name in names if name != "U.S.")])
+    dict.fromkeys(
+        [*PLACES, *(name for names in SAME_COUNTRY for name in names if name != "U.S."), *DEMONYMS]
+    )
 )
 
 
@@ -111,9 +152,9 @@ def _names_pattern() -> re.Pattern:
 
 
 def places_named(text: str) -> list[str]:
-    """The places (countries, states, provinces) ``text`` names, as written, in order,
-    without repeats."""
-    return list(dict.fromkeys(_names_pattern().findall(text)))
+    """The places (countries, states, provinces) ``text`` names, as written (a people's
+    name as its country's: "Australian" → "Australia"), in order, without repeats."""
+    return list(dict.fromkeys(DEMONYMS.get(name, name) for name in _names_pattern().findall(text)))
 
 
 def mentions(text: str, place: str) -> bool:
@@ -133,4 +174,13 @@ def _plain(text: str) -> str:
     return normalise_for_matching(text).replace("’", "'")
 
 
-_NAMES_OF = {_plain(name): names for names in SAME_COUNTRY for name in names}  # any name → all its names
+def _all_names() -> dict[str, tuple[str, ...]]:
+    """Any name of a place → all its names, its people's included."""
+    groups = {names[0]: list(names) for names in SAME_COUNTRY}
+    group_of = {name: names[0] for names in SAME_COUNTRY for name in names}
+    for demonym, country in DEMONYMS.items():
+        groups.setdefault(group_of.get(country, country), [country]).append(demonym)
+    return {_plain(name): tuple(names) for names in groups.values() for name in names}
+
+
+_NAMES_OF = _all_names()

@@ -139,6 +139,22 @@ def test_a_question_about_a_state_the_passages_never_mention_abstains(country_se
     assert "do not mention California" in answer.answer
 
 
+def test_a_peoples_name_names_their_country():
+    from kb.places import mentions, places_named
+
+    assert places_named("How many victims did the Australian Federal Police identify?") == ["Australia"]
+    assert places_named("Thai fishing crews, Ivorian cocoa and Ghana's shelters") == ["Thailand", "Côte d'Ivoire", "Ghana"]
+    assert places_named("French-speaking staff; shelters in the Indian Ocean") == []
+    assert mentions("the Australian police", "Australia") and mentions("Ivorian farms", "Ivory Coast")
+    assert not mentions("Nigerian courts", "Niger") and mentions("Nigerian courts", "Nigeria")
+
+
+def test_a_question_about_a_peoples_country_the_passages_never_mention_abstains(country_service):
+    answer = country_service.ask("What should shelters run by the Kenyan police offer trafficking victims?")
+    assert answer.abstained and "do not mention Kenya" in answer.answer
+    assert not country_service.ask("What should Ghanaian shelters for trafficking victims offer?").abstained
+
+
 # --------------------------------------------------------------------------------------
 # an answer states; it never quotes a question
 # --------------------------------------------------------------------------------------
@@ -298,3 +314,26 @@ def test_the_sentence_before_comes_from_the_same_paragraph_only(paragraphs_servi
     for line in lines:
         assert "They offered beds" not in line
         assert not ("twice as likely" in line and "recovered faster" in line)
+
+
+@pytest.fixture(scope="module")
+def footnote_service(tmp_path_factory):
+    return ingested_library(
+        tmp_path_factory,
+        "footnote",
+        {
+            "fishers.pdf": [
+                "Migrant fishers in the Pacific worked up to twenty hours a day and went unpaid for months.\n"
+                "A joint survey found that one in three migrant fishers showed signs of forced labour.\n"
+                "12 IOM, ILO and Walk Free, \"Forced labour among migrant fishers in the Pacific\", 2021.",
+            ]
+        },
+    )
+
+
+def test_a_footnote_is_not_quoted_as_an_answer(footnote_service):
+    # The footnote repeats the question's words; it cites a source and says nothing itself.
+    answer = footnote_service.ask("What did IOM, ILO and Walk Free find about forced labour among migrant fishers in the Pacific?")
+    assert not answer.abstained
+    assert "one in three migrant fishers" in answer.answer
+    assert "12 IOM" not in answer.answer and all("12 IOM" not in c.quote for c in answer.citations)
