@@ -411,6 +411,8 @@ def _usable(sentence: str) -> bool:
         return False
     if _FOOTNOTE.match(sentence):
         return False  # a footnote citing a source: "41 IOM, ILO and Walk Free, “No Escape ...”"
+    if _CONTENTS_LINE.search(sentence):
+        return False  # a table of contents: "Further support and links 30 Annex A: ... 32"
     if _in_capitals(sentence):
         return False  # a heading in capitals
     if _looks_like_title(sentence):
@@ -418,6 +420,8 @@ def _usable(sentence: str) -> bool:
     return not _NUMBERED_LIST_START.match(sentence) or len(words) > 8
 
 
+# Lines of a table of contents: titles each followed by a page number, the last at the end.
+_CONTENTS_LINE = re.compile(r"[A-Za-z]\s+\d{1,3}\s+[A-Z].*[A-Za-z:)]\s+\d{1,3}$")
 # A footnote: its number, then a source with a quoted title.
 _FOOTNOTE = re.compile(r"^\d{1,3}\s+[A-Z][^“\"]{0,120}[“\"]")
 _SMALL_WORDS = frozenset("a an and as at by for from in into of on or the to with".split())

@@ -323,6 +323,7 @@ def footnote_service(tmp_path_factory):
         "footnote",
         {
             "fishers.pdf": [
+                "Contents 2 Forced labour among migrant fishers 7\n"
                 "Migrant fishers in the Pacific worked up to twenty hours a day and went unpaid for months.\n"
                 "A joint survey found that one in three migrant fishers showed signs of forced labour.\n"
                 "12 IOM, ILO and Walk Free, \"Forced labour among migrant fishers in the Pacific\", 2021.",
@@ -331,9 +332,10 @@ def footnote_service(tmp_path_factory):
     )
 
 
-def test_a_footnote_is_not_quoted_as_an_answer(footnote_service):
-    # The footnote repeats the question's words; it cites a source and says nothing itself.
+def test_a_footnote_or_a_contents_line_is_not_quoted_as_an_answer(footnote_service):
+    # Both repeat the question's words; they point to a source or a page and say nothing.
     answer = footnote_service.ask("What did IOM, ILO and Walk Free find about forced labour among migrant fishers in the Pacific?")
     assert not answer.abstained
     assert "one in three migrant fishers" in answer.answer
-    assert "12 IOM" not in answer.answer and all("12 IOM" not in c.quote for c in answer.citations)
+    for pointer in ("12 IOM", "Contents 2"):
+        assert pointer not in answer.answer and all(pointer not in c.quote for c in answer.citations)
