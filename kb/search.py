@@ -129,10 +129,10 @@ class Searcher:
         named = snapshot.organisation_names.mentioned(query) if boost > 0 and fused else set()
         if not named:
             return
-        preferred = np.array([snapshot.documents[d].organisation in named for d in snapshot.doc_ids], dtype=bool)
+        preferred = snapshot.rows_of_organisations(named)
         lift = boost * max(info["score"] for info in fused.values())
         for row, info in fused.items():
-            if preferred[snapshot.doc_of_row[row]]:
+            if preferred[row]:
                 info["score"] += lift
 
     def _dense(

@@ -89,17 +89,20 @@ class Snapshot:
                     found.add(doc.doc_id)
         return found
 
+    def rows_of_organisations(self, organisations) -> np.ndarray:
+        """Boolean row mask: the chunks of documents whose organisation is one of
+        ``organisations`` (in any case)."""
+        wanted = {o.casefold() for o in organisations}
+        allowed = np.array([self.documents[d].organisation.casefold() in wanted for d in self.doc_ids], dtype=bool)
+        return allowed[self.doc_of_row] if len(allowed) else np.zeros(len(self.chunks), dtype=bool)
+
     def mask(self, filters: Filters | None) -> np.ndarray | None:
         """Boolean row mask for ``filters`` (None when nothing is filtered)."""
         if filters is None or filters.is_empty():
             return None
         keep = np.ones(len(self.chunks), dtype=bool)
         if filters.organisations:
-            wanted = {o.casefold() for o in filters.organisations}
-            allowed = np.array(
-                [self.documents[d].organisation.casefold() in wanted for d in self.doc_ids], dtype=bool
-            )
-            keep &= allowed[self.doc_of_row] if len(allowed) else keep
+            keep &= self.rows_of_organisations(filters.organisations)
         if filters.year_from:
             keep &= self.year_of_row >= filters.year_from
         if filters.year_to:
